@@ -1,0 +1,39 @@
+"""Helpers for the notebooks as pages of the book: glued numbers and the chapter's clock."""
+
+from __future__ import annotations
+
+import time
+
+from vaecourse import cache
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """Hand ``value`` to the book's text under ``name`` (myst-nb ``glue``).
+
+    Outside the book build (for example in Colab, where myst-nb is not installed) this does
+    nothing: the text of the page shows the numbers of the published build.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return
+    myst_glue(name, value, display=display)
+
+
+class ChapterClock:
+    """Measures a chapter's run time, and what it would take with an empty model cache.
+
+    A model loaded from the checkpoint cache costs seconds now but cost its training time
+    once; ``cold_seconds`` adds that stored training time back.
+    """
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.first_entry = len(cache.USED)
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def cold_seconds(self) -> float:
+        loaded = [t for t in cache.USED[self.first_entry :] if t.from_cache]
+        return self.seconds() + sum(t.train_seconds for t in loaded)

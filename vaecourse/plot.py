@@ -1,0 +1,109 @@
+"""Figures the chapters share: image grids, loss curves and latent scatters.
+
+Each function draws on a matplotlib Axes (a new one if none is given) and returns it, so a
+chapter can combine them into its own figures.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def image_grid(
+    images, nrow: int = 8, pad: int = 1, pad_value: float = 1.0
+) -> np.ndarray:
+    """Tile images of shape (N, 1, H, W) or (N, H, W) into one 2-D array, ``nrow`` per row."""
+    x = (
+        images.detach().cpu().numpy()
+        if isinstance(images, torch.Tensor)
+        else np.asarray(images)
+    )
+    if x.ndim == 4:
+        if x.shape[1] != 1:
+            raise ValueError(
+                f"image_grid draws grey images (N, 1, H, W); got shape {x.shape}"
+            )
+        x = x[:, 0]
+    if x.ndim != 3:
+        raise ValueError(
+            f"expected images of shape (N, H, W) or (N, 1, H, W), got {x.shape}"
+        )
+    n, h, w = x.shape
+    if n == 0 or nrow < 1:
+        raise ValueError(
+            f"image_grid needs at least one image and nrow >= 1 (got {n}, {nrow})"
+        )
+    ncol = min(nrow, n)
+    rows = -(-n // ncol)
+    grid = np.full(
+        (rows * (h + pad) + pad, ncol * (w + pad) + pad), pad_value, dtype=np.float32
+    )
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        grid[top : top + h, left : left + w] = x[i]
+    return grid
+
+
+def show_images(images, nrow: int = 8, ax=None, title: str | None = None, **kwargs):
+    """Draw a grid of grey images, black ink on white (``gray_r``), values in [0, 1]."""
+    ax = (
+        ax
+        or plt.figure(figsize=(nrow * 0.5, 0.5 * -(-len(images) // nrow) + 0.3)).gca()
+    )
+    ax.imshow(
+        image_grid(images, nrow, pad_value=0.0), cmap="gray_r", vmin=0, vmax=1, **kwargs
+    )
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_history(history: list[dict], keys=None, ax=None, logy: bool = False):
+    """Loss curves per epoch from ``fit``'s history (train terms solid, ``val_`` dashed)."""
+    ax = ax or plt.figure(figsize=(5, 3)).gca()
+    epochs = [row["epoch"] for row in history]
+    keys = keys or [k for k in history[0] if k not in ("epoch", "seconds")]
+    for key in keys:
+        style = "--" if key.startswith("val_") else "-"
+        ax.plot(
+            epochs, [row[key] for row in history], style, marker="o", ms=3, label=key
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(frameon=False)
+    return ax
+
+
+def latent_scatter(z, labels, ax=None, s: float = 2.0, title: str | None = None):
+    """2-D codes coloured by digit class, with a legend (tab10: distinct in colour and
+    in lightness, so the classes stay apart in greyscale too)."""
+    z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
+    labels = (
+        labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    )
+    if z.ndim != 2 or z.shape[1] != 2:
+        raise ValueError(
+            f"latent_scatter draws 2-D codes of shape (N, 2), got {z.shape}"
+        )
+    ax = ax or plt.figure(figsize=(4.5, 4)).gca()
+    points = ax.scatter(
+        z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=s
+    )
+    ax.legend(
+        *points.legend_elements(),
+        title="digit",
+        fontsize=7,
+        loc="best",
+        markerscale=0.8,
+    )
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    if title:
+        ax.set_title(title)
+    return ax
