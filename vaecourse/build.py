@@ -1,0 +1,224 @@
+"""Maintainers' tooling: execute stale chapters, check freshness, keep the README in step.
+
+A chapter's committed outputs are *fresh* when they were produced, in full mode, by the
+current code: its code cells and the ``vaecourse`` package. The executor stores a digest of
+those inputs in the notebook's metadata; ``check`` recomputes it.
+
+    python -m vaecourse.build execute [NOTEBOOK ...]   # run stale chapters (or those named)
+    python -m vaecourse.build check                    # exit 1 if any chapter is stale
+    python -m vaecourse.build readme                   # rewrite the README's chapter table
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+README_START, README_END = "<!-- chapters:start -->", "<!-- chapters:end -->"
+
+
+def toc_files() -> list[str]:
+    """Every file of ``_toc.yml``, in reading order, without extension."""
+    text = (ROOT / "_toc.yml").read_text()
+    return re.findall(r"^\s*(?:root|-\s*file):\s*(\S+)", text, flags=re.M)
+
+
+def chapters() -> list[Path]:
+    """The notebooks of the book, in reading order."""
+    paths = [ROOT / f"{f.removesuffix('.ipynb')}.ipynb" for f in toc_files()]
+    return [p for p in paths if p.exists()]
+
+
+def config() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+def repository_url() -> str:
+    return config()["repository"]["url"].rstrip("/")
+
+
+def colab_url(notebook: Path) -> str:
+    """The Colab link of a chapter, as the site's launch button builds it."""
+    cfg = config()
+    repo = repository_url().removeprefix("https://github.com/")
+    rel = notebook.resolve().relative_to(ROOT).as_posix()
+    colab = cfg["launch_buttons"]["colab_url"].rstrip("/")
+    return f"{colab}/github/{repo}/blob/{cfg['repository']['branch']}/{rel}"
+
+
+def inputs_digest(nb) -> str:
+    """SHA-256 of what a chapter's outputs depend on: its code and the package's code."""
+    h = hashlib.sha256()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            h.update(b"\0cell\0" + cell.source.encode())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        h.update(
+            f"\0{path.relative_to(PACKAGE).as_posix()}\0".encode() + path.read_bytes()
+        )
+    return h.hexdigest()
+
+
+def read(path: Path):
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
+def staleness(path: Path) -> str | None:
+    """Why the committed outputs of ``path`` are stale, or None when they are fresh."""
+    nb = read(path)
+    stamp = nb.metadata.get("vaecourse", {})
+    if stamp.get("mode") != "full":
+        return "never executed in full mode by `make book`"
+    if stamp.get("inputs_sha256") != inputs_digest(nb):
+        return "its code or the vaecourse package changed since it was executed"
+    for cell in nb.cells:
+        if cell.cell_type == "code" and any(
+            o.output_type == "error" for o in cell.outputs
+        ):
+            return "it has an error output"
+    return None
+
+
+def execute(path: Path) -> float:
+    """Run a chapter top to bottom in full mode and store its outputs and stamp."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = read(path)
+    os.environ.pop("VAECOURSE_QUICK", None)
+    os.environ["VAECOURSE_PROGRESS"] = (
+        "lines"  # plain lines in the page, no widget bars
+    )
+    start = time.perf_counter()
+    NotebookClient(
+        nb,
+        timeout=3600,
+        kernel_name="python3",
+        record_timing=False,
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
+    seconds = time.perf_counter() - start
+    import torch
+
+    nb.metadata["vaecourse"] = {
+        "mode": "full",
+        "inputs_sha256": inputs_digest(nb),
+        "seconds": round(seconds, 1),
+        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
+        "torch": torch.__version__,
+    }
+    nbformat.write(nb, path)
+    return seconds
+
+
+def glued(nb, name: str) -> str | None:
+    """The text of a value a notebook glued under ``name``."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("metadata", {}).get("scrapbook", {}).get("name") == name:
+                for mime, value in out.get("data", {}).items():
+                    if mime.endswith("text/plain"):
+                        return value.strip("'\"")
+    return None
+
+
+def readme_table() -> str:
+    """The README's chapter table: title, Colab link and measured run times."""
+    rows = [
+        "| chapter | open in Colab | CPU time, cached models | CPU time, from scratch |",
+        "|---|---|---|---|",
+    ]
+    for path in chapters():
+        nb = read(path)
+        title = next(
+            (
+                line.lstrip("# ").strip()
+                for c in nb.cells
+                if c.cell_type == "markdown"
+                for line in c.source.splitlines()
+                if line.startswith("# ")
+            ),
+            path.stem,
+        )
+        warm = nb.metadata.get("vaecourse", {}).get("seconds")
+        run, cold = glued(nb, "chapter_seconds"), glued(nb, "chapter_cold_seconds")
+        if warm is None or run is None or cold is None:
+            warm_text = cold_text = "?"
+        else:  # add back the stored training time of the models the run found in the cache
+            warm_text, cold_text = (
+                f"{warm:.0f}",
+                f"{warm + float(cold) - float(run):.0f}",
+            )
+        rows.append(
+            f"| {title} (`{path.relative_to(ROOT).as_posix()}`) | [Colab]({colab_url(path)}) "
+            f"| {warm_text} s | {cold_text} s |"
+        )
+    return "\n".join(rows)
+
+
+def update_readme() -> bool:
+    """Rewrite the table between the README's markers; True if it changed."""
+    path = ROOT / "README.md"
+    text = path.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    new = text[:start] + "\n" + readme_table() + "\n" + text[end:]
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("execute", help="execute stale chapters (or the ones named)")
+    run.add_argument("notebooks", nargs="*", type=Path)
+    run.add_argument("--all", action="store_true", help="execute every chapter")
+    sub.add_parser("check", help="exit 1 if a chapter's committed outputs are stale")
+    sub.add_parser("readme", help="rewrite the README's chapter table")
+    args = parser.parse_args(argv)
+
+    if args.command == "check":
+        stale = {p: staleness(p) for p in chapters()}
+        for p, why in stale.items():
+            print(
+                f"{'STALE' if why else 'fresh'}  {p.relative_to(ROOT)}"
+                + (f": {why}" if why else "")
+            )
+        return 1 if any(stale.values()) else 0
+    if args.command == "readme":
+        print(
+            "README.md updated" if update_readme() else "README.md already up to date"
+        )
+        return 0
+
+    todo = [p.resolve() for p in args.notebooks] or [
+        p for p in chapters() if args.all or staleness(p)
+    ]
+    if not todo:
+        print("Every chapter's outputs are fresh: nothing to execute.")
+    for path in todo:
+        print(f"executing {path.relative_to(ROOT)} (full mode) ...", flush=True)
+        try:
+            seconds = execute(path)
+        except Exception as e:  # keep the committed outputs; say which cell failed
+            print(f"FAILED: {path.relative_to(ROOT)}\n{e}", file=sys.stderr)
+            return 1
+        print(f"  done in {seconds:.1f} s", flush=True)
+    update_readme()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
