@@ -1,0 +1,169 @@
+"""The conventions every chapter follows, checked on the committed notebooks.
+
+- the first cell installs the package from the repository only inside Colab, and its URL
+  is the one in ``_config.yml`` (the single source of truth);
+- the committed outputs are fresh: produced in full mode by the current code;
+- every figure has alt text; numbers in the prose are glued, not typed;
+- the chapter states its run time; exercises have solutions hidden in toggles;
+- the README's chapter table is the one the notebooks' metadata gives.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from vaecourse import build
+
+CHAPTERS = build.chapters()
+ids = [p.stem for p in CHAPTERS]
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_toc_lists_real_files_only():
+    """Every _toc.yml entry exists; no stub pages (a page must have real content)."""
+    for entry in build.toc_files():
+        matches = [build.ROOT / f"{entry}{ext}" for ext in ("", ".md", ".ipynb")]
+        path = next((p for p in matches if p.is_file()), None)
+        assert path is not None, f"_toc.yml lists {entry}, which does not exist"
+        assert path.stat().st_size > 300, f"{path} looks like a stub"
+
+
+def test_there_is_at_least_one_chapter():
+    assert CHAPTERS, "no notebook chapters found through _toc.yml"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_first_cell_installs_from_the_configured_repository_only_in_colab(path):
+    """The first cell installs ``vaecourse`` from the repository of _config.yml, and only
+    when running inside Colab."""
+    first = code_cells(build.read(path))[0].source
+    url = build.repository_url()
+    assert 'if "google.colab" in sys.modules:' in first
+    installs = re.findall(r"pip install[^\n]*", first)
+    assert installs, "the first cell installs nothing"
+    for line in installs:
+        assert f"git+{url}" in line, (
+            f"install URL differs from _config.yml ({url}): {line}"
+        )
+    assert "torch" not in first, "never reinstall torch in Colab"
+
+
+def test_first_cell_prints_nothing_outside_colab(tmp_path):
+    """Run the install cell as plain Python (IPython magics become a call that must not
+    happen): outside Colab it prints nothing and does not try to install."""
+    first = code_cells(build.read(CHAPTERS[0]))[0].source
+    script = first.replace("%pip", "raise SystemExit('tried to install') #")
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_committed_outputs_are_fresh(path):
+    """The outputs were produced by `make book` in full mode from the current code."""
+    why = build.staleness(path)
+    assert why is None, f"{path.name} is stale: {why}. Run `make book` and commit it."
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_every_figure_has_alt_text(path):
+    """A cell that draws a figure says in words what the figure shows."""
+    for cell in code_cells(build.read(path)):
+        images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+        if images:
+            alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
+            assert len(alt) > 40, f"figure without real alt text:\n{cell.source[:200]}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_prose_numbers_are_glued(path):
+    """Every {glue} reference in the text has a glue() call behind it, and the chapter
+    glues its measured run time and states it."""
+    nb = build.read(path)
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    code = "\n".join(c.source for c in code_cells(nb))
+    used = set(re.findall(r"\{glue(?::\w+)?\}`([\w]+)", prose))
+    defined = set(re.findall(r"glue\(\s*\"(\w+)\"", code))
+    assert used, "the chapter glues no numbers into its text"
+    assert used <= defined, f"glued names without a glue() call: {used - defined}"
+    assert "chapter_seconds" in used, "the chapter must state its run time"
+    assert {"chapter_seconds", "chapter_cold_seconds"} <= defined
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_exercises_have_hidden_solutions_that_ran(path):
+    """The chapter ends with exercises; each solution is a code cell hidden behind a
+    toggle, and it ran without error in the committed full-mode execution."""
+    nb = build.read(path)
+    heading = next(
+        (
+            i
+            for i, c in enumerate(nb.cells)
+            if re.search(r"^## Exercises", c.source, re.M)
+        ),
+        None,
+    )
+    assert heading is not None, "no '## Exercises' section"
+    solutions = [
+        c
+        for c in nb.cells[heading:]
+        if c.cell_type == "code" and "hide-cell" in c.metadata.get("tags", [])
+    ]
+    assert len(solutions) >= 2
+    for cell in solutions:
+        assert cell.outputs, f"solution never ran:\n{cell.source[:200]}"
+        assert not any(o.output_type == "error" for o in cell.outputs)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_checked_outputs_exist(path):
+    """Mode-independent facts are marked for nbval to compare with the committed output."""
+    marked = [
+        c for c in code_cells(build.read(path)) if "# NBVAL_CHECK_OUTPUT" in c.source
+    ]
+    assert marked and all(c.outputs for c in marked)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_citations_exist_in_the_bibliography(path):
+    """Every {cite} key of a chapter is an entry of book/references.bib."""
+    nb = build.read(path)
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    keys = {
+        k.strip()
+        for group in re.findall(r"\{cite\}`([^`]+)`", prose)
+        for k in group.split(",")
+    }
+    bib = (build.ROOT / "book" / "references.bib").read_text()
+    entries = set(re.findall(r"@\w+\{([^,]+),", bib))
+    assert keys <= entries, f"cited but not in references.bib: {keys - entries}"
+
+
+def test_readme_chapter_table_is_current():
+    """The README's table (Colab links, measured times) is what the notebooks give."""
+    readme = (build.ROOT / "README.md").read_text()
+    assert build.readme_table() in readme, (
+        "README is stale: run `python -m vaecourse.build readme`"
+    )
+    for path in CHAPTERS:
+        assert build.colab_url(path) in readme
+
+
+def test_readme_gives_the_two_commands_near_the_top():
+    readme = (build.ROOT / "README.md").read_text()
+    top = readme[:1500]
+    assert "make book" in top and "make test" in top
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (build.ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci

@@ -1,0 +1,196 @@
+"""The built site, as a reader sees it: every page in headless Chromium (Debian's).
+
+Needs ``_build/html`` (``make site``) and ``/usr/bin/chromium`` (``make test`` installs it).
+Screenshots of every page are left in ``_build/screenshots`` for a human look.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from vaecourse import build
+
+HTML = build.ROOT / "_build" / "html"
+SHOTS = build.ROOT / "_build" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [  # no background traffic: this machine's network is closed
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PAGES = build.toc_files()
+
+pytestmark = pytest.mark.site
+
+
+@pytest.fixture(scope="module")
+def site_url():
+    if not (HTML / "index.html").exists():
+        pytest.fail(
+            "no built site in _build/html: run `make site` (make test does) first"
+        )
+    handler = functools.partial(QuietHandler, directory=str(HTML))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+        )
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def visit(browser, url: str, name: str) -> dict:
+    """Load a page, wait for MathJax, and report what a reader would notice."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors, outside = [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.on(
+        "response",
+        lambda r: (
+            errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None
+        ),
+    )
+    page.on(
+        "request",
+        lambda r: (
+            outside.append(r.url)
+            if urlparse(r.url).hostname not in ("127.0.0.1", None)
+            else None
+        ),
+    )
+    page.goto(url, wait_until="load")
+    page.wait_for_function(
+        "() => !window.MathJax || (MathJax.startup && MathJax.startup.promise"
+        " && (MathJax.startup.promise.then(() => window.__mjDone = true), window.__mjDone))",
+        timeout=20_000,
+    )
+    facts = page.evaluate(
+        """() => {
+        const main = document.querySelector("main") || document.body;
+        const imgs = [...main.querySelectorAll("img")];
+        return {
+          title: document.title,
+          math_sources: main.querySelectorAll("span.math, div.math").length,
+          math_rendered: main.querySelectorAll("mjx-container").length,
+          math_errors: main.querySelectorAll("mjx-merror").length,
+          images: imgs.map(i => ({src: i.getAttribute("src"), alt: i.getAttribute("alt") || "",
+                                  ok: i.complete && i.naturalWidth > 0})),
+          links: [...document.querySelectorAll("a[href]")].map(a => a.href),
+          prose: (() => { const c = main.cloneNode(true);
+                          c.querySelectorAll("pre, code, mjx-container").forEach(e => e.remove());
+                          return c.innerText; })(),
+        };
+      }"""
+    )
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name.replace('/', '_')}.png"), full_page=True)
+    page.close()
+    return {**facts, "errors": errors, "outside": outside}
+
+
+@pytest.fixture(scope="module")
+def pages(site_url, browser):
+    return {f: visit(browser, f"{site_url}/{f}.html", f) for f in PAGES}
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page_loads_cleanly(pages, name):
+    """Every page loads with no console error, no failed request and nothing fetched from
+    outside the site (no CDN: the book must work offline)."""
+    facts = pages[name]
+    assert facts["errors"] == [], f"{name}: console errors {facts['errors']}"
+    assert facts["outside"] == [], (
+        f"{name}: requests outside the site {facts['outside']}"
+    )
+    assert "Page not found" not in facts["title"]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_math_is_rendered(pages, name):
+    """Every math element was typeset by MathJax, without a TeX error."""
+    facts = pages[name]
+    assert facts["math_errors"] == 0, f"{name}: {facts['math_errors']} MathJax errors"
+    assert facts["math_rendered"] >= facts["math_sources"], (
+        f"{name}: {facts['math_sources']} math elements but "
+        f"{facts['math_rendered']} rendered by MathJax"
+    )
+    assert "$" not in facts["prose"], f"{name}: unrendered $ in the text"
+
+
+def test_pages_with_math_have_math(pages):
+    """The check above is not vacuous: the intro's notation table and the data chapter
+    contain math that MathJax rendered."""
+    assert pages["book/intro"]["math_rendered"] >= 20
+    assert pages["book/data"]["math_rendered"] >= 5
+
+
+@pytest.mark.parametrize("notebook", build.chapters(), ids=lambda p: p.stem)
+def test_chapter_figures_present_with_alt_text(pages, notebook):
+    """Every figure of a chapter is on its page, loaded, and has alt text."""
+    nb = build.read(notebook)
+    expected = sum(
+        1
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        and "remove-output" not in cell.metadata.get("tags", [])
+        and "remove-cell" not in cell.metadata.get("tags", [])
+        for out in cell.get("outputs", [])
+        if "image/png" in out.get("data", {})
+    )
+    name = notebook.relative_to(build.ROOT).with_suffix("").as_posix()
+    figures = [i for i in pages[name]["images"] if "_images/" in (i["src"] or "")]
+    assert expected > 0
+    assert len(figures) == expected, (
+        f"{name}: {len(figures)} figures shown, {expected} made"
+    )
+    assert all(i["ok"] for i in figures), f"{name}: figures that did not load"
+    assert all(len(i["alt"]) > 20 for i in figures), (
+        f"{name}: figures without real alt text"
+    )
+
+
+@pytest.mark.parametrize("notebook", build.chapters(), ids=lambda p: p.stem)
+def test_colab_link_points_at_the_chapter(pages, notebook):
+    """The page's Colab launch link opens this chapter's notebook in the repository."""
+    name = notebook.relative_to(build.ROOT).with_suffix("").as_posix()
+    colab = [
+        link for link in pages[name]["links"] if "colab.research.google.com" in link
+    ]
+    assert colab == [build.colab_url(notebook)], f"{name}: Colab links {colab}"
+
+
+def test_search_index_lists_every_page():
+    """The site's search covers every page of the table of contents."""
+    text = (HTML / "searchindex.js").read_text()
+    index = json.loads(text[text.index("(") + 1 : text.rindex(")")])
+    assert set(PAGES) <= set(index["docnames"])
