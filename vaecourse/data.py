@@ -215,16 +215,14 @@ def _fetch(root: Path, online: bool) -> dict[str, bytes]:
 _MEMORY: dict[str, dict[str, bytes]] = {}
 
 
-def _idx_files(online: bool | None = None) -> dict[str, bytes]:
+def _idx_files() -> dict[str, bytes]:
     root = data_dir()
     key = str(root)
     if key in _MEMORY:
         return _MEMORY[key]
     files = _read_cached(root)
     if files is None:
-        if online is None:
-            online = not os.environ.get("VAECOURSE_OFFLINE")
-        files = _fetch(root, online)
+        files = _fetch(root, online=not os.environ.get("VAECOURSE_OFFLINE"))
         for name, data in files.items():
             _write_atomic(root / name, data)
     _MEMORY[key] = files
