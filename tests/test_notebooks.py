@@ -10,9 +10,13 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -154,6 +158,63 @@ def test_citations_exist_in_the_bibliography(path):
     bib = (build.ROOT / "book" / "references.bib").read_text()
     entries = set(re.findall(r"@\w+\{([^,]+),", bib))
     assert keys <= entries, f"cited but not in references.bib: {keys - entries}"
+
+
+COPY_MARK = re.compile(r"^# Also in vaecourse: ([\w.]+)\.(\w+)$", re.MULTILINE)
+
+
+def helper_copies(nb):
+    """(module, name, the chapter's source of name) for every definition a chapter marks
+    with a line ``# Also in vaecourse: vaecourse.module.Name``."""
+    found = []
+    for cell in code_cells(nb):
+        for module, name in COPY_MARK.findall(cell.source):
+            tree = ast.parse(
+                "\n".join(
+                    line
+                    for line in cell.source.splitlines()
+                    if not line.startswith("%")
+                )
+            )
+            defs = [
+                node
+                for node in tree.body
+                if isinstance(node, ast.FunctionDef | ast.ClassDef)
+                and node.name == name
+            ]
+            assert defs, f"cell marks {module}.{name} but does not define {name}"
+            found.append((module, name, ast.get_source_segment(cell.source, defs[0])))
+    return found
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_helper_copies_are_identical_to_the_chapter(path):
+    """Where a chapter writes out a model or function that vaecourse also holds (for later
+    chapters to import), the two copies are the same code."""
+    for module, name, chapter_source in helper_copies(build.read(path)):
+        helper = textwrap.dedent(
+            inspect.getsource(getattr(importlib.import_module(module), name))
+        )
+        assert chapter_source.strip() == helper.strip(), (
+            f"{path.name} and {module}.{name} differ: change both, then make book"
+        )
+
+
+def test_helper_copy_check_catches_a_difference():
+    """The check above is real: an edited copy is reported."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "# Also in vaecourse: vaecourse.divergences.gaussian_kl_standard\n"
+            "def gaussian_kl_standard(mu, logvar):\n"
+            "    return 0.5 * (logvar.exp() + mu**2 - 1 + logvar)\n"
+        )
+    )
+    ((module, name, source),) = helper_copies(nb)
+    helper = inspect.getsource(importlib.import_module(module).gaussian_kl_standard)
+    assert "def gaussian_kl_standard" in source and source.strip() != helper.strip()
 
 
 def test_readme_chapter_table_is_current():

@@ -1,0 +1,111 @@
+"""Divergences, log-densities and bounds the chapters share.
+
+The chapters derive each formula and check it numerically; this module holds the one
+copy later chapters import. Everything works elementwise on tensors and broadcasts, so a
+caller sums over the dimensions it means (for example ``.sum(-1)`` over latent units).
+Logarithms are natural: results are in nats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def bernoulli_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(Ber(p) ‖ Ber(q)) = p log(p/q) + (1-p) log((1-p)/(1-q)), elementwise.
+
+    ``xlogy`` gives the convention 0·log 0 = 0, so p = 0 or p = 1 is fine; a q of exactly
+    0 or 1 where p puts mass gives +inf, as the support condition says it must.
+    """
+    p, q = torch.as_tensor(p), torch.as_tensor(q)
+    if ((p < 0) | (p > 1)).any() or ((q < 0) | (q > 1)).any():
+        raise ValueError("bernoulli_kl: probabilities must lie in [0, 1]")
+    return (
+        torch.xlogy(p, p) - torch.xlogy(p, q) + torch.xlogy(1 - p, 1 - p)
+    ) - torch.xlogy(1 - p, 1 - q)
+
+
+def gaussian_kl(
+    mu0: torch.Tensor, logvar0: torch.Tensor, mu1: torch.Tensor, logvar1: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mu0, var0) ‖ N(mu1, var1)) per dimension, variances given as log-variances.
+
+    = ½ (var0/var1 + (mu0 - mu1)²/var1 - 1 + logvar1 - logvar0). Summed over independent
+    dimensions it is the KL between diagonal Gaussians.
+    """
+    return 0.5 * (
+        torch.exp(logvar0 - logvar1)
+        + (mu0 - mu1) ** 2 * torch.exp(-logvar1)
+        - 1
+        + logvar1
+        - logvar0
+    )
+
+
+def gaussian_kl_standard(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, var) ‖ N(0, 1)) per dimension: ½ (var + mu² - 1 - log var).
+
+    This is the VAE's KL term; note the minus sign in front of log var.
+    """
+    return 0.5 * (torch.exp(logvar) + mu**2 - 1 - logvar)
+
+
+def mvn_kl(
+    mu0: torch.Tensor, cov0: torch.Tensor, mu1: torch.Tensor, cov1: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mu0, cov0) ‖ N(mu1, cov1)) for full covariance matrices (last dims k, k×k):
+
+    ½ (tr(cov1⁻¹ cov0) + (mu1-mu0)ᵀ cov1⁻¹ (mu1-mu0) - k + log det cov1 - log det cov0).
+    Computed through Cholesky factors, which also rejects a matrix that is not positive
+    definite.
+    """
+    k = mu0.shape[-1]
+    l0 = torch.linalg.cholesky(cov0)
+    l1 = torch.linalg.cholesky(cov1)
+    # cov1⁻¹ cov0 through the factors: tr(L1⁻¹ L0 (L1⁻¹ L0)ᵀ) = ‖L1⁻¹ L0‖²_F
+    m = torch.linalg.solve_triangular(l1, l0, upper=False)
+    trace = (m**2).sum((-2, -1))
+    diff = (mu1 - mu0).unsqueeze(-1)
+    maha = (torch.linalg.solve_triangular(l1, diff, upper=False) ** 2).sum((-2, -1))
+    logdet0 = 2 * torch.log(torch.diagonal(l0, dim1=-2, dim2=-1)).sum(-1)
+    logdet1 = 2 * torch.log(torch.diagonal(l1, dim1=-2, dim2=-1)).sum(-1)
+    return 0.5 * (trace + maha - k + logdet1 - logdet0)
+
+
+def log_normal(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(x; mu, var) per dimension: -½ (log 2π + log var + (x - mu)²/var)."""
+    return -0.5 * (LOG_2PI + logvar + (x - mu) ** 2 * torch.exp(-logvar))
+
+
+def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, 1) per dimension: -½ (log 2π + z²)."""
+    return -0.5 * (LOG_2PI + z**2)
+
+
+def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log Ber(x; sigmoid(logits)) per pixel = -binary cross-entropy.
+
+    Takes logits, not probabilities, so a confident decoder cannot produce log 0.
+    """
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+
+
+def elbo_from_log_weights(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """The Monte Carlo ELBO: the mean of log w = log p(x, z) - log q(z|x), z ~ q."""
+    return log_w.mean(dim)
+
+
+def iw_bound(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """The importance-weighted bound log (1/k) Σ w_i over ``dim`` (Burda et al.).
+
+    With k = 1 it is the ELBO; it rises towards log p(x) as k grows, so with many samples
+    it is the standard estimate of a VAE's log-likelihood. Uses logsumexp, because the
+    weights themselves underflow (log w is about -90 nats on MNIST).
+    """
+    k = log_w.shape[dim]
+    return torch.logsumexp(log_w, dim) - math.log(k)
