@@ -37,3 +37,33 @@ class ChapterClock:
     def cold_seconds(self) -> float:
         loaded = [t for t in cache.USED[self.first_entry :] if t.from_cache]
         return self.seconds() + sum(t.train_seconds for t in loaded)
+
+
+def table(rows: list[dict], formats: dict[str, str] | None = None):
+    """A Markdown table of measured results, for a chapter to display.
+
+    ``rows`` are dicts with the same keys (the column headers, in order); ``formats`` maps
+    a column to a format spec such as ``".2f"``. The table is built from the data, so the
+    page never shows a number typed by hand.
+    """
+    from IPython.display import Markdown
+
+    if not rows:
+        raise ValueError("table: no rows to show")
+    columns = list(rows[0])
+    if any(list(row) != columns for row in rows):
+        raise ValueError(f"table: every row needs the columns {columns}, in that order")
+    formats = formats or {}
+    unknown = set(formats) - set(columns)
+    if unknown:
+        raise ValueError(f"table: formats for unknown columns {sorted(unknown)}")
+
+    def cell(column, value):
+        return format(value, formats.get(column, "")).replace("|", "\\|")
+
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+        *("| " + " | ".join(cell(c, row[c]) for c in columns) + " |" for row in rows),
+    ]
+    return Markdown("\n".join(lines))
