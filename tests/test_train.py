@@ -103,8 +103,9 @@ def test_history_has_one_row_per_epoch_with_every_term():
     )
     assert [row["epoch"] for row in history] == [1, 2, 3]
     for row in history:
-        assert set(row) == {"epoch", "loss", "mse", "l1", "seconds"}
+        assert set(row) == {"epoch", "loss", "mse", "l1", "images", "seconds"}
         assert row["seconds"] >= 0
+        assert row["images"] == 40
         assert all(np.isfinite(v) for v in row.values())
 
 
@@ -124,6 +125,7 @@ def test_history_has_val_terms_for_val_data():
             "val_loss",
             "val_mse",
             "val_l1",
+            "images",
             "seconds",
         }
     final = evaluate(model, reconstruction, (val,))

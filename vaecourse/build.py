@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(__file__).resolve().parent
+TOOLING = ("build.py", "bench.py")  # maintainers' tools: no chapter imports them
 README_START, README_END = "<!-- chapters:start -->", "<!-- chapters:end -->"
 
 
@@ -58,13 +59,13 @@ def colab_url(notebook: Path) -> str:
 
 def inputs_digest(nb) -> str:
     """SHA-256 of what a chapter's outputs depend on: its code and the package code it
-    can import (everything in ``vaecourse`` but this build tooling)."""
+    can import (everything in ``vaecourse`` but the maintainers' ``TOOLING``)."""
     h = hashlib.sha256()
     for cell in nb.cells:
         if cell.cell_type == "code":
             h.update(b"\0cell\0" + cell.source.encode())
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name == "build.py":
+        if path.name in TOOLING:
             continue
         h.update(
             f"\0{path.relative_to(PACKAGE).as_posix()}\0".encode() + path.read_bytes()

@@ -114,6 +114,8 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         row = {"epoch": epoch, **{k: v / seen for k, v in sums.items()}}
+        # images seen, with ``seconds``: the training throughput the bench reports
+        row["images"] = seen
         if val_data is not None:
             val = evaluate(model, loss_fn, val_data, batch_size=1024)
             row.update({f"val_{k}": v for k, v in val.items()})
@@ -121,13 +123,17 @@ def fit(
         history.append(row)
         if lines:
             terms = ", ".join(
-                f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")
+                f"{k} {v:.4g}"
+                for k, v in row.items()
+                if k not in ("epoch", "seconds", "images")
             )
             print(
                 f"{desc}: epoch {epoch}/{epochs}: {terms} ({row['seconds']:.1f} s)",
                 flush=True,
             )
-        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "epoch"})
+        bar.set_postfix(
+            {k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "images")}
+        )
     bar.close()
     model.eval()
     return history
