@@ -111,6 +111,7 @@ def execute(path: Path) -> float:
         timeout=3600,
         kernel_name="python3",
         record_timing=False,
+        store_widget_state=False,  # live widgets are for Jupyter; the site has its own explorers
         resources={"metadata": {"path": str(path.parent)}},
     ).execute()
     seconds = time.perf_counter() - start
