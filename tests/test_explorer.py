@@ -215,6 +215,7 @@ def test_site_explorer_is_self_contained_html_with_unique_ids():
         r'<script type="application/json".*?</script>', "", str(a), flags=re.S
     )
     assert not re.search(r"https?:|src=|href=|@import|url\(|fetch\(|XMLHttp", code)
+    assert "$" not in code  # the site's test reads any $ on a page as unrendered math
     page = standalone_page(a, b)
     assert page.startswith("<!doctype html>") and str(a) in page and str(b) in page
 
@@ -491,6 +492,38 @@ def test_a_touch_drag_moves_the_point(browser, gallery):
         page.drawn(element_id)
         z = page.api(element_id, "x.state().z")
         assert z[0] < -0.5 and z[1] > 0.5, z
+        assert page.errors == []
+    finally:
+        page.close()
+
+
+@pytest.mark.site
+def test_works_when_inserted_as_jupyterlab_does(browser, tmp_path):
+    """JupyterLab sets an output's innerHTML, then re-creates its scripts (which run only
+    once the output is attached): the explorer must find its element all the same."""
+    site = site_explorer(decoder(nn.ReLU()), *scatter(), output="logits")
+    path = tmp_path / "empty.html"
+    path.write_text(standalone_page())
+    page = Page(browser, path)
+    try:
+        page.page.evaluate(
+            """(html) => {
+                const host = document.createElement("div");
+                host.innerHTML = html;
+                for (const old of host.querySelectorAll("script")) {
+                    const script = document.createElement("script");
+                    for (const a of old.attributes) script.setAttribute(a.name, a.value);
+                    script.textContent = old.textContent;
+                    old.parentNode.replaceChild(script, old);
+                }
+                document.body.appendChild(host);
+            }""",
+            str(site),
+        )
+        shown = page.drawn(site.element_id)
+        np.testing.assert_allclose(
+            shown, expected_pixels(decoder(nn.ReLU()), (0, 0)), atol=1
+        )
         assert page.errors == []
     finally:
         page.close()

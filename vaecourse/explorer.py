@@ -314,9 +314,9 @@ def site_explorer(
     digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
     element_id = f"vx-{digest}-{next(_COUNTER)}"
     html = (
-        _TEMPLATE.replace("@ID@", element_id)
-        .replace("@STYLE@", _STYLE)
+        _TEMPLATE.replace("@STYLE@", _STYLE)
         .replace("@SCRIPT@", _SCRIPT)
+        .replace("@ID@", element_id)
         .replace("@DATA@", payload)
     )
     return SiteExplorer(html, element_id, model["parameters"])
@@ -354,8 +354,10 @@ _STYLE = """
  border:1px solid #ddd;border-radius:6px;padding:10px 12px;margin:8px 0;max-width:640px}
 .vaecourse-explorer .vx-title{font-weight:600;margin-bottom:6px}
 .vaecourse-explorer .vx-row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
-.vaecourse-explorer .vx-pad{width:340px;height:340px;touch-action:none;cursor:crosshair;
- display:block;outline:none}
+.vaecourse-explorer .vx-right{width:210px}
+.vaecourse-explorer .vx-left{flex:0 1 340px;min-width:0}
+.vaecourse-explorer .vx-pad{width:100%;max-width:340px;aspect-ratio:1/1;height:auto;
+ touch-action:none;cursor:crosshair;display:block;outline:none}
 .vaecourse-explorer .vx-pad:focus-visible{box-shadow:0 0 0 2px #1f77b4}
 .vaecourse-explorer .vx-legend{display:flex;flex-wrap:wrap;gap:2px 10px;margin-top:4px;
  font-size:12px;max-width:340px}
@@ -363,11 +365,13 @@ _STYLE = """
  border-radius:50%;margin-right:3px}
 .vaecourse-explorer .vx-image{width:196px;height:196px;image-rendering:pixelated;
  border:1px solid #bbb;display:block}
-.vaecourse-explorer .vx-coords{font-family:ui-monospace,monospace;margin-top:8px}
-.vaecourse-explorer .vx-picker button{min-width:30px;margin:2px;padding:3px 6px;
+.vaecourse-explorer .vx-coords{font-family:ui-monospace,monospace;margin-top:8px;
+ white-space:pre-line}
+.vaecourse-explorer .vx-picker{margin-top:6px}
+.vaecourse-explorer .vx-picker button{min-width:32px;margin:2px;padding:3px 6px;
  border:1px solid #999;border-radius:4px;background:#f4f4f4;color:#222;cursor:pointer}
 .vaecourse-explorer .vx-picker button[aria-pressed=true]{background:#222;color:#fff}
-.vaecourse-explorer .vx-note{font-size:12px;color:#555;margin-top:8px;max-width:200px}
+.vaecourse-explorer .vx-note{font-size:12px;color:#555;margin-top:8px}
 """
 
 # The decoder in plain JavaScript: Float32Array weights, a matrix-vector loop per layer,
@@ -487,9 +491,18 @@ _SCRIPT = r"""(function (root) {
     }
     c.globalAlpha = 1; c.strokeStyle = "#999"; c.strokeRect(L, T, W - L - R, H - T - B);
   })();
-  root.querySelector(".vx-legend").innerHTML = spec.legend
-    .map((k) => `<span><i style="background:${spec.colors[k % spec.colors.length]}"></i>${k}</span>`)
-    .join("");
+  function add(parent, tag, text) {
+    const e = document.createElement(tag);
+    if (text !== undefined) e.textContent = text;
+    return parent.appendChild(e);
+  }
+  const legend = root.querySelector(".vx-legend");
+  add(legend, "span", "test codes by digit:");
+  for (const k of spec.legend) {
+    const item = add(legend, "span");
+    add(item, "i").style.background = spec.colors[k % spec.colors.length];
+    item.appendChild(document.createTextNode(String(k)));
+  }
   root.querySelector(".vx-title").textContent = spec.title;
 
   const state = { z: spec.start.slice(), y: 0 };
@@ -512,8 +525,8 @@ _SCRIPT = r"""(function (root) {
     }
     g.putImageData(data, 0, 0);
     const f = (v) => (v < 0 ? "\u2212" : "\u2007") + Math.abs(v).toFixed(2);
-    coords.textContent = `z\u2081 = ${f(state.z[0])}, z\u2082 = ${f(state.z[1])}` +
-      (classes ? `, class ${classes[state.y]}` : "");
+    coords.textContent = "z\u2081 = " + f(state.z[0]) + ", z\u2082 = " + f(state.z[1]) +
+      (classes ? "\nclass " + classes[state.y] : "");
     pad.setAttribute("aria-valuetext", coords.textContent);
   }
   function set(z, y) {
@@ -541,8 +554,12 @@ _SCRIPT = r"""(function (root) {
     if (move) { set([state.z[0] + move[0], state.z[1] + move[1]]); e.preventDefault(); }
   });
   if (classes) {
-    picker.innerHTML = "class: " + classes.map((c) => `<button type="button">${c}</button>`).join("");
-    picker.querySelectorAll("button").forEach((b, k) => b.addEventListener("click", () => set(state.z, k)));
+    add(picker, "div", "class");
+    classes.forEach((name, k) => {
+      const b = add(picker, "button", name);
+      b.type = "button";
+      b.addEventListener("click", () => set(state.z, k));
+    });
   }
   root.querySelector(".vx-note").textContent = classes
     ? "Drag over the plane (or use the arrow keys) to move z; pick a class."
@@ -553,7 +570,7 @@ _SCRIPT = r"""(function (root) {
     decode, forward, set, erf, element: root,
     state: () => ({ z: state.z.slice(), y: classes ? state.y : null }),
   };
-})(document.currentScript.parentNode);"""
+})((document.currentScript && document.currentScript.parentNode) || document.getElementById("@ID@"));"""
 
 
 # --- Live explorers: ipywidgets, for Jupyter (8.x) and Colab (7.7) -------------------
