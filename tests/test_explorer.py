@@ -195,6 +195,10 @@ def test_site_explorer_checks_the_latent_size_and_the_scatter():
         site_explorer(decoder(nn.ReLU()), torch.zeros(5, 3), y[:5], output="logits")
     with pytest.raises(ValueError, match="one label per code"):
         site_explorer(decoder(nn.ReLU()), z, y[:4], output="logits")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        site_explorer(decoder(nn.ReLU()), z * np.nan, y, output="logits")
+    with pytest.raises(ValueError, match=r"start must be a point"):
+        site_explorer(decoder(nn.ReLU()), z, y, output="logits", start=(1, 2, 3))
     with pytest.raises(ValueError, match="min < max"):
         site_explorer(decoder(nn.ReLU()), z, y, output="logits", extent=(1, 0, 0, 1))
 
@@ -681,6 +685,34 @@ def test_live_interpolation_walks_between_the_two_codes():
     before = box.strip.value
     box.first.value = 11
     assert box.strip.value != before and "image 11 (a 1)" in box.caption.value
+
+
+def test_live_conditional_pad_and_interpolation_pass_the_class():
+    """With condition_classes, decode gets the chosen class and encode the true labels."""
+    decode = live_decode(2, classes=10)
+    z, y = scatter()
+    pad = latent_pad(decode, z, y, extent=(-3, 3, -3, 3), condition_classes=10)
+    pad.sliders[0].value = -1.0
+    pad.classes.value = 6
+    np.testing.assert_array_equal(
+        shown_digit(pad.image.value),
+        expected_digit(decode, [-1.0, 0.0], torch.tensor([6])),
+    )
+    seen = []
+
+    def encode(x, labels):
+        seen.append(labels.tolist())
+        return x.reshape(len(x), -1)[:, :2] + labels[:, None]
+
+    images, labels = torch.rand(5, 1, 28, 28), torch.tensor([3, 1, 4, 1, 5])
+    box = interpolation(encode, decode, images, labels, condition_classes=10)
+    box.classes.value = 2
+    box.t.value = 0.0
+    assert [3] in seen and [1] in seen
+    np.testing.assert_array_equal(
+        shown_digit(box.image.value),
+        expected_digit(decode, (images[0, 0, 0, :2] + 3).tolist(), torch.tensor([2])),
+    )
 
 
 def test_live_explorers_reject_bad_decoders():

@@ -36,10 +36,22 @@ sigmoid yourself); ``encode(x)`` maps images (B, 1, 28, 28) to codes (B, d), e.g
 posterior mean. With ``condition_classes`` they are called as ``decode(z, y)`` and
 ``encode(x, y)``, ``y`` a long tensor (B,) of labels, and a class menu appears.
 
-In a chapter: the live widget cell gets the tag ``remove-output`` (the site has no kernel,
-and myst-nb with ``nb_ipywidgets_js: {}`` would otherwise leave an empty widget or its text
-repr on the page); the next cell shows ``site_explorer(...)`` of the same model, which the
-site and an untrusting Jupyter alike can show.
+The site explorer is for 2-D latent spaces (the pad is the plane); for more dimensions
+use the live sliders.
+
+In a chapter (myst-nb 1.4 with ``nb_ipywidgets_js: {}`` renders a widget output as an empty
+``<script type="application/vnd.jupyter.widget-view+json">``, and copies the notebook's
+stored widget state, with every PNG the widgets showed, into the page's head):
+
+- the cell that builds a live widget gets the tag ``remove-output``, and the text says it
+  is live in Jupyter and Colab only;
+- the next cell shows ``site_explorer(...)`` of the same model (glue ``weight_bytes`` or
+  ``page_bytes`` from a separate cell if the text states the page weight);
+- chapters are executed without stored widget state (nbclient's ``store_widget_state=False``
+  in ``vaecourse.build.execute``); tests/test_site.py checks that no page carries any.
+
+Jupyter runs the page's script only in a trusted notebook; otherwise the explorer says so
+(re-running the cell trusts its output).
 """
 
 from __future__ import annotations
@@ -80,26 +92,27 @@ _COUNTER = itertools.count()
 
 
 def _activation(layer: nn.Module) -> dict | None:
-    """The JSON description of an elementwise activation, or None if it is not one."""
-    if isinstance(layer, nn.ReLU):
+    """The JSON description of an elementwise activation, or None if it is not one
+    (exact types: a subclass may compute something else)."""
+    if type(layer) is nn.ReLU:
         return {"op": "relu"}
-    if isinstance(layer, nn.LeakyReLU):
+    if type(layer) is nn.LeakyReLU:
         return {"op": "leaky_relu", "slope": float(layer.negative_slope)}
-    if isinstance(layer, nn.ELU):
+    if type(layer) is nn.ELU:
         return {"op": "elu", "alpha": float(layer.alpha)}
-    if isinstance(layer, nn.GELU):
+    if type(layer) is nn.GELU:
         return {"op": "gelu_tanh" if layer.approximate == "tanh" else "gelu"}
-    if isinstance(layer, nn.Tanh):
+    if type(layer) is nn.Tanh:
         return {"op": "tanh"}
-    if isinstance(layer, nn.Sigmoid):
+    if type(layer) is nn.Sigmoid:
         return {"op": "sigmoid"}
-    if isinstance(layer, nn.Softplus):
+    if type(layer) is nn.Softplus:
         return {
             "op": "softplus",
             "beta": float(layer.beta),
             "threshold": float(layer.threshold),
         }
-    if isinstance(layer, nn.SiLU):
+    if type(layer) is nn.SiLU:
         return {"op": "silu"}
     return None
 
@@ -236,6 +249,8 @@ def _codes_and_labels(z_scatter, labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"z_scatter must be 2-D codes of shape (N, 2), got {z.shape}")
     if len(y) != len(z):
         raise ValueError(f"{len(z)} codes but {len(y)} labels: give one label per code")
+    if not np.isfinite(z).all():
+        raise ValueError("z_scatter holds NaN or infinite codes: check the encoder")
     if len(z) and (y.min() < 0 or y.max() > 255):
         raise ValueError("labels must be class indices between 0 and 255")
     return z, y
@@ -290,6 +305,9 @@ def site_explorer(
             min(max(0.0, box[0]), box[1]),
             min(max(0.0, box[2]), box[3]),
         ]
+    start = [float(v) for v in start]
+    if len(start) != 2 or not all(np.isfinite(start)):
+        raise ValueError(f"start must be a point (z1, z2), got {start}")
     inside = (
         (z[:, 0] >= box[0])
         & (z[:, 0] <= box[1])
@@ -303,7 +321,7 @@ def site_explorer(
         **model,
         "classes": names,
         "extent": box,
-        "start": [float(v) for v in start],
+        "start": start,
         "points": _b64(grid, "<u2"),
         "labels": _b64(y[inside], "u1"),
         "legend": sorted({int(v) for v in y}),
@@ -774,14 +792,8 @@ def latent_pad(
         control.observe(update, names="value")
     controls = widgets.VBox(([classes] if classes else []) + sliders + [image])
     out = widgets.HBox([pad, controls])
-    out.sliders, out.classes, out.pad, out.image, out.z = (
-        sliders,
-        classes,
-        pad,
-        image,
-        zz,
-    )
-    out.scatter = scatter
+    out.sliders, out.classes, out.image, out.z = sliders, classes, image, zz
+    out.pad, out.scatter = pad, scatter
     return out
 
 
