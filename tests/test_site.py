@@ -31,6 +31,10 @@ FLAGS = [  # no background traffic: this machine's network is closed
     "--disable-sync",
 ]
 PAGES = build.toc_files()
+# vaecourse.explorer's kernel-free explorers, and the pages that must show one (checked
+# once the page is in _toc.yml).
+EXPLORER = "div.vaecourse-explorer"
+PAGES_WITH_EXPLORERS = ["book/vae"]
 
 pytestmark = pytest.mark.site
 
@@ -107,15 +111,46 @@ def visit(browser, url: str, name: str) -> dict:
                                   ok: i.complete && i.naturalWidth > 0})),
           links: [...document.querySelectorAll("a[href]")].map(a => a.href),
           prose: (() => { const c = main.cloneNode(true);
-                          c.querySelectorAll("pre, code, mjx-container").forEach(e => e.remove());
+                          c.querySelectorAll("pre, code, mjx-container, script, style").forEach(e => e.remove());
                           return c.innerText; })(),
         };
       }"""
     )
+    facts["explorers"] = drag_explorers(page)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name.replace('/', '_')}.png"), full_page=True)
     page.close()
     return {**facts, "errors": errors, "outside": outside}
+
+
+def drag_explorers(page) -> list[dict]:
+    """Drag across the pad of every explorer on the page, as a reader would, and report
+    whether its decoded image changed."""
+    from playwright.sync_api import TimeoutError as Timeout
+
+    found = []
+    for root in page.query_selector_all(EXPLORER):
+        root.evaluate("e => e.scrollIntoView({block: 'center'})")
+        image = root.query_selector("canvas.vx-image")
+        before = image.evaluate("c => c.toDataURL()")
+        box = root.query_selector(".vx-pad").bounding_box()
+        page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.3 * box["height"])
+        page.mouse.down()
+        page.mouse.move(
+            box["x"] + 0.75 * box["width"], box["y"] + 0.7 * box["height"], steps=8
+        )
+        page.mouse.up()
+        try:
+            page.wait_for_function(
+                "([c, before]) => c.toDataURL() !== before",
+                arg=[image, before],
+                timeout=3_000,
+            )
+            changed = True
+        except Timeout:  # the image never changed
+            changed = False
+        found.append({"id": root.get_attribute("id"), "changed": changed})
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +229,33 @@ def test_search_index_lists_every_page():
     text = (HTML / "searchindex.js").read_text()
     index = json.loads(text[text.index("(") + 1 : text.rindex(")")])
     assert set(PAGES) <= set(index["docnames"])
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_explorers_respond_to_a_drag(pages, name):
+    """Every kernel-free explorer on a page redraws its digit when the reader drags."""
+    stuck = [e["id"] for e in pages[name]["explorers"] if not e["changed"]]
+    assert stuck == [], f"{name}: explorers that ignored a drag: {stuck}"
+
+
+@pytest.mark.parametrize("name", PAGES_WITH_EXPLORERS)
+def test_chapters_with_explorers_show_them(pages, name):
+    """The chapters that promise a latent explorer on the site have one (so the drag test
+    above is not vacuous)."""
+    if name not in PAGES:
+        pytest.skip(f"{name} is not in _toc.yml yet")
+    assert pages[name]["explorers"], f"{name}: no explorer ({EXPLORER}) on the page"
+
+
+def test_no_page_carries_widget_state(site_url):
+    """ipywidgets state is dead weight on the site (no widget JavaScript is loaded, the
+    explorers there are self-contained): chapters keep live widgets out of it."""
+    heavy = [
+        path.relative_to(HTML).as_posix()
+        for path in HTML.rglob("*.html")
+        if "application/vnd.jupyter.widget-state+json" in path.read_text()
+    ]
+    assert heavy == [], (
+        f"pages with stored widget state: {heavy}; execute chapters with "
+        "store_widget_state=False (vaecourse.build.execute)"
+    )
