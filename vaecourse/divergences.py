@@ -30,6 +30,29 @@ def bernoulli_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     ) - torch.xlogy(1 - p, 1 - q)
 
 
+def categorical_kl(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """KL(p ‖ q) = Σ_x p(x) log(p(x)/q(x)) between discrete distributions.
+
+    ``p`` and ``q`` hold probabilities along ``dim`` (other dimensions
+    broadcast). ``xlogy`` gives the convention 0·log 0 = 0, so an outcome p
+    never produces adds nothing; an outcome with q = 0 where p > 0 gives
+    +inf, as the support condition says it must.
+    """
+    p, q = torch.as_tensor(p), torch.as_tensor(q)
+    for name, probs in (("p", p), ("q", q)):
+        if (probs < 0).any():
+            raise ValueError(f"categorical_kl: {name} has negative probabilities")
+        total = probs.sum(dim)
+        tolerance = torch.finfo(total.dtype).eps ** 0.5
+        if ((total - 1).abs() > tolerance).any():
+            raise ValueError(
+                f"categorical_kl: {name} must sum to 1 along dim {dim} "
+                f"(sums found: {total.flatten()[:5].tolist()}); normalize it "
+                f"with {name} / {name}.sum({dim}, keepdim=True)"
+            )
+    return (torch.xlogy(p, p) - torch.xlogy(p, q)).sum(dim)
+
+
 def gaussian_kl(
     mu0: torch.Tensor, logvar0: torch.Tensor, mu1: torch.Tensor, logvar1: torch.Tensor
 ) -> torch.Tensor:
@@ -90,8 +113,10 @@ def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
 def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """log Ber(x; sigmoid(logits)) per pixel = -binary cross-entropy.
 
-    Takes logits, not probabilities, so a confident decoder cannot produce log 0.
+    Takes logits, not probabilities, so a confident decoder cannot produce log 0. ``x`` and
+    ``logits`` broadcast (e.g. images (B, d) against logits of k samples (k, B, d)).
     """
+    logits, x = torch.broadcast_tensors(logits, torch.as_tensor(x, dtype=logits.dtype))
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
 
 
@@ -109,3 +134,32 @@ def iw_bound(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """
     k = log_w.shape[dim]
     return torch.logsumexp(log_w, dim) - math.log(k)
+
+
+def mean_and_standard_error(
+    values: torch.Tensor, dim: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sample mean over ``dim`` and its standard error s/√n.
+
+    s is the sample standard deviation. A Monte Carlo estimate means little
+    without its standard error: by the central limit theorem the true mean
+    lies within two standard errors of the estimate in about 95% of runs.
+    """
+    n = values.shape[dim]
+    if n < 2:
+        raise ValueError(
+            f"mean_and_standard_error: need at least 2 samples along dim {dim}, got {n}"
+        )
+    return values.mean(dim), values.std(dim) / math.sqrt(n)
+
+
+def monte_carlo_kl(
+    log_p: torch.Tensor, log_q: torch.Tensor, dim: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Estimate KL(p ‖ q) = E_p[log p(x) - log q(x)] and its standard error.
+
+    ``log_p`` and ``log_q`` are the two log-densities at the same samples x_i,
+    drawn from p (the first argument of the KL) along ``dim``. Returns the
+    pair (estimate, standard error).
+    """
+    return mean_and_standard_error(log_p - log_q, dim)
