@@ -122,5 +122,50 @@ def test_sparsity_kl_uses_the_batch_mean_not_each_example():
 def test_sparsity_kl_rejects_bad_input():
     with pytest.raises(ValueError, match="rho must be in \\(0, 1\\)"):
         sparsity_kl(torch.rand(4, 3), 0.0)
-    with pytest.raises(ValueError, match="batch of codes"):
+    with pytest.raises(ValueError, match="codes of shape"):
         sparsity_kl(torch.rand(4), 0.05)
+
+
+def test_random_perturbations_measure_the_jacobian():
+    """E‖J δ‖² = ε² ‖J‖²_F for δ ~ N(0, ε² I): the chapter's link between the code
+    change under noise and the contractive penalty (Monte Carlo, 200,000 draws)."""
+    model = small_model()
+    x = torch.rand(1, 11, generator=GEN)
+    jac = torch.func.jacrev(lambda v: model.encode(v[None])[0])(x[0])
+    eps = 0.1
+    delta = eps * torch.randn(200_000, 11, generator=GEN)
+    monte_carlo = ((delta @ jac.T) ** 2).sum(dim=1).mean()
+    exact = eps**2 * contractive_penalty(model.encode(x), model.encoder.weight)[0]
+    assert monte_carlo.item() == pytest.approx(exact.item(), rel=0.02)
+
+
+def test_l1_penalty_of_nonnegative_codes_depends_on_unit_means_only():
+    z = torch.rand(64, 5, generator=GEN)
+    lam = 0.7
+    batch_mean = (lam * z.abs().sum(dim=1)).mean()
+    torch.testing.assert_close(batch_mean, lam * z.mean(dim=0).sum())
+
+
+def test_tweedie_formula_on_the_circle():
+    """E[x | x~] - x~ = σ² ∇ log p_σ(x~) for x uniform on the unit circle and
+    x~ = x + σ ε: the denoising field the chapter compares its network with."""
+    sigma = 0.3
+    angles = torch.arange(4000) * (2 * math.pi / 4000)
+    circle = torch.stack([angles.cos(), angles.sin()], dim=1)
+    x = (torch.rand(50, 2, generator=GEN) * 4 - 2).requires_grad_(True)
+    log_w = -((x[:, None] - circle[None]) ** 2).sum(-1) / (2 * sigma**2)
+    log_p = torch.logsumexp(log_w, dim=1)
+    score = torch.autograd.grad(log_p.sum(), x)[0]
+    posterior_mean = torch.softmax(log_w, dim=1) @ circle
+    torch.testing.assert_close(posterior_mean - x.detach(), sigma**2 * score.detach())
+
+
+def test_tweedie_formula_for_a_gaussian_in_closed_form():
+    """x ~ N(0, s²), x~ = x + σ ε: E[x | x~] = s²/(s² + σ²) x~ and
+    p_σ = N(0, s² + σ²), so both sides equal -σ² x~ / (s² + σ²)."""
+    s2, sigma2 = 2.0, 0.5
+    x_tilde = torch.linspace(-3, 3, 13, dtype=torch.float64).requires_grad_(True)
+    log_p = -(x_tilde**2) / (2 * (s2 + sigma2))
+    score = torch.autograd.grad(log_p.sum(), x_tilde)[0]
+    posterior_mean = s2 / (s2 + sigma2) * x_tilde.detach()
+    torch.testing.assert_close(posterior_mean - x_tilde.detach(), sigma2 * score)
