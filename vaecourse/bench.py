@@ -147,7 +147,7 @@ def browser_figures(html: Path) -> dict:
         for entry in build.toc_files():
             page = browser.new_page()
             responses = []
-            page.on("response", lambda r: responses.append(r))
+            page.on("response", lambda r, seen=responses: seen.append(r))
             page.goto(f"{base}/{entry}.html", wait_until="load")
             page.wait_for_timeout(1000)  # MathJax fetches its fonts after load
             weight = {"raw": 0, "transfer": 0, "own": 0}
