@@ -168,3 +168,38 @@ def test_bad_input_is_rejected_with_a_clear_message(estimator, kwargs, message):
     arguments = {"f": square, "n": 10, **kwargs}
     with pytest.raises(ValueError, match=message):
         estimator(**arguments)
+
+
+def test_gradient_of_the_kl_term_closed_form_and_pathwise():
+    """∂/∂μ KL(N(μ, σ²) ‖ N(0, 1)) = μ and ∂/∂σ = σ - 1/σ, from the closed form by autograd
+    and, on average, from the pathwise estimate of E_q[log q(z) - log p(z)]."""
+    from vaecourse.divergences import (
+        gaussian_kl_standard,
+        log_normal,
+        log_standard_normal,
+    )
+
+    mu = torch.tensor(1.5, requires_grad=True)
+    sigma = torch.tensor(0.5, requires_grad=True)
+    grads = torch.autograd.grad(
+        gaussian_kl_standard(mu, 2 * torch.log(sigma)), (mu, sigma)
+    )
+    assert grads[0].item() == pytest.approx(1.5) and grads[1].item() == pytest.approx(
+        -1.5
+    )
+    n = 200_000
+    mu_n = torch.full((n,), 1.5, requires_grad=True)
+    sigma_n = torch.full((n,), 0.5, requires_grad=True)
+    z = mu_n + sigma_n * torch.randn(n, generator=torch.Generator().manual_seed(8))
+    single = log_normal(z, mu_n, 2 * torch.log(sigma_n)) - log_standard_normal(z)
+    g_mu, g_sigma = torch.autograd.grad(single.sum(), (mu_n, sigma_n))
+    assert within(g_mu.unsqueeze(1), torch.tensor([1.5]))
+    assert within(g_sigma.unsqueeze(1), torch.tensor([-1.5]))
+
+
+def test_gumbel_max_samples_the_categorical_distribution():
+    pi = torch.tensor([0.2, 0.5, 0.3])
+    u = torch.rand(200_000, 3, generator=torch.Generator().manual_seed(9))
+    choice = torch.argmax(torch.log(pi) - torch.log(-torch.log(u)), dim=1)
+    counts = torch.bincount(choice, minlength=3).numpy()
+    assert stats.chisquare(counts, pi.numpy() * len(choice)).pvalue > 0.01

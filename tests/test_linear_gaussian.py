@@ -306,3 +306,97 @@ def test_importance_weighted_bound_rises_with_k_towards_log_p():
 def test_bad_input_is_rejected_with_a_clear_message(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_gap_of_a_scaled_posterior_has_the_closed_form():
+    """q = N(m, c² S) around the posterior N(m, S): gap = k/2 (c² - 1 - log c²)."""
+    W, b, s2 = model(d=12, k=3)
+    x = data(W, b, s2, 1)[0]
+    log_px = log_marginal(x, W, b, s2)
+    mean, cov = posterior(x, W, b, s2)
+    for c in [0.1, 0.7, 1.0, 2.5]:
+        elbo = expected_log_likelihood(x, mean, c**2 * cov, W, b, s2) - mvn_kl(
+            mean, c**2 * cov, torch.zeros(3), torch.eye(3)
+        )
+        expected_gap = 3 / 2 * (c**2 - 1 - math.log(c**2))
+        assert (log_px - elbo).item() == pytest.approx(expected_gap, abs=1e-9)
+
+
+def test_best_diagonal_gaussian_keeps_the_mean_and_inverts_the_precision_diagonal():
+    """Over diagonal Gaussians q = N(m, diag s²), KL(q ‖ N(μ, S)) is stationary at m = μ,
+    s² = 1 / diag(S⁻¹), and no other diagonal q found by random search does better."""
+    W, b, s2 = model(d=12, k=3)
+    R, _ = torch.linalg.qr(
+        torch.randn(3, 3, generator=torch.Generator().manual_seed(12))
+    )
+    x = data(W, b, s2, 1)[0]
+    mean, cov = posterior(x, W @ R, b, s2)
+    assert (cov - torch.diag(cov.diagonal())).abs().max() > 1e-3  # really not diagonal
+    best_var = 1 / torch.linalg.inv(cov).diagonal()
+    m = mean.clone().requires_grad_(True)
+    log_var = best_var.log().requires_grad_(True)
+    kl = mvn_kl(m, torch.diag(log_var.exp()), mean, cov)
+    for grad in torch.autograd.grad(kl, (m, log_var)):
+        assert grad.abs().max() < 1e-10
+    g = torch.Generator().manual_seed(13)
+    for _ in range(200):
+        other_m = mean + 0.1 * torch.randn(3, generator=g)
+        other_var = best_var * torch.exp(0.3 * torch.randn(3, generator=g))
+        assert mvn_kl(other_m, torch.diag(other_var), mean, cov) > kl
+
+
+def test_decoder_gradient_moves_inside_the_expectation():
+    """∇_b E_q[log p(x|z)] (closed form, by autograd) = E_q[∇_b log p(x|z)] (per sample)."""
+    W, b, s2 = model()
+    x = data(W, b, s2, 1)[0]
+    (mean,), (cov,) = random_gaussians(2, 1, seed=14)
+    b_exact = b.clone().requires_grad_(True)
+    (exact,) = torch.autograd.grad(
+        expected_log_likelihood(x, mean, cov, W, b_exact, s2), b_exact
+    )
+    torch.manual_seed(15)
+    z = D.MultivariateNormal(mean, cov).sample((100_000,))
+    per_sample = torch.func.vmap(
+        torch.func.grad(lambda b, z: log_likelihood(x, z, W, b, s2)), in_dims=(None, 0)
+    )(b, z)  # ∇_b log p(x|z), one row per sample
+    error = per_sample.std(0) / math.sqrt(len(z))
+    assert ((per_sample.mean(0) - exact).abs() < 5 * error).all()
+
+
+def test_monte_carlo_reconstruction_term_is_unbiased_with_spread_one_over_root_L():
+    W, b, s2 = model()
+    x = data(W, b, s2, 1)[0]
+    (mean,), (cov,) = random_gaussians(2, 1, seed=16)
+    exact = expected_log_likelihood(x, mean, cov, W, b, s2)
+    torch.manual_seed(17)
+    spreads = []
+    for L in [1, 100]:
+        z = D.MultivariateNormal(mean, cov).sample((4000, L))
+        estimates = log_likelihood(x, z, W, b, s2).mean(1)
+        assert abs(estimates.mean() - exact) < 5 * estimates.std() / math.sqrt(4000)
+        spreads.append(estimates.std())
+    assert spreads[0] / spreads[1] == pytest.approx(10, rel=0.1)
+
+
+def test_reparameterized_elbo_gradient_matches_the_exact_gradient():
+    """Autograd through z = m + s ε of log p(x|z) - KL(q ‖ p(z)), averaged over ε, is the
+    gradient of the closed-form ELBO with respect to (m, log s)."""
+    from vaecourse.divergences import gaussian_kl_standard
+
+    W, b, s2 = model(d=12, k=3)
+    x = data(W, b, s2, 1)[0]
+    mean, cov = posterior(x, W, b, s2)
+    m0, log_s0 = mean + 0.3, 0.5 * cov.diagonal().log() + 0.2
+    m, log_s = m0.clone().requires_grad_(True), log_s0.clone().requires_grad_(True)
+    exact = expected_log_likelihood(x, m, torch.diag(torch.exp(2 * log_s)), W, b, s2)
+    exact = exact - gaussian_kl_standard(m, 2 * log_s).sum()
+    exact_grad = torch.cat(torch.autograd.grad(exact, (m, log_s)))
+    n = 100_000
+    m = m0.expand(n, 3).clone().requires_grad_(True)
+    log_s = log_s0.expand(n, 3).clone().requires_grad_(True)
+    eps = torch.randn(n, 3, generator=torch.Generator().manual_seed(18))
+    single = log_likelihood(x, m + torch.exp(log_s) * eps, W, b, s2)
+    single = single - gaussian_kl_standard(m, 2 * log_s).sum(-1)
+    per_sample = torch.cat(torch.autograd.grad(single.sum(), (m, log_s)), 1)
+    error = per_sample.std(0) / math.sqrt(n)
+    assert ((per_sample.mean(0) - exact_grad).abs() < 5 * error).all()

@@ -13,14 +13,11 @@ points (n, D) to n values, and return n single-sample estimates of each gradient
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-Function = Callable[[torch.Tensor], torch.Tensor]
 
-
-def _draw(f: Function, mu: torch.Tensor, sigma: torch.Tensor, n: int, generator):
+def draw(mu: torch.Tensor, sigma: torch.Tensor, n: int, generator=None):
+    """Check a diagonal Gaussian and draw n samples: (ε, z = μ + σ ε), each (n, D)."""
     if mu.dim() != 1 or sigma.shape != mu.shape:
         raise ValueError(
             "mu and sigma must be vectors of the same shape (D,), got "
@@ -34,36 +31,37 @@ def _draw(f: Function, mu: torch.Tensor, sigma: torch.Tensor, n: int, generator)
     return eps, mu.detach() + sigma.detach() * eps
 
 
-def _values(f: Function, z: torch.Tensor) -> torch.Tensor:
-    values = f(z)
-    if values.shape != z.shape[:1]:
+def values(f, z: torch.Tensor) -> torch.Tensor:
+    """f at a batch of points z (n, D), checked to be n values (one per point)."""
+    out = f(z)
+    if out.shape != z.shape[:1]:
         raise ValueError(
             f"f must map a batch of points (n, D) to n values, got shape "
-            f"{tuple(values.shape)} for input {tuple(z.shape)}"
+            f"{tuple(out.shape)} for input {tuple(z.shape)}"
         )
-    return values
+    return out
 
 
-def score_function_gradient(f: Function, mu, sigma, n: int, generator=None):
+def score_function_gradient(f, mu, sigma, n: int, generator=None):
     """n single-sample score-function estimates of (∇_μ, ∇_σ) E_{N(μ, σ²)}[f(z)].
 
-    Each is f(z) ∇ log q(z) with ∂ log q/∂μ = (z - μ)/σ² and
-    ∂ log q/∂σ = ((z - μ)² - σ²)/σ³, for z ~ N(μ, σ²). f is only evaluated.
+    Each is f(z) ∇ log q(z) with ∂ log q/∂μ = (z - μ)/σ² = ε/σ and
+    ∂ log q/∂σ = ((z - μ)² - σ²)/σ³ = (ε² - 1)/σ, for z ~ N(μ, σ²). f is only evaluated.
     """
-    eps, z = _draw(f, mu, sigma, n, generator)
+    eps, z = draw(mu, sigma, n, generator)
     with torch.no_grad():
-        values = _values(f, z).unsqueeze(1)
+        f_z = values(f, z).unsqueeze(1)
     sigma = sigma.detach()
-    return values * eps / sigma, values * (eps**2 - 1) / sigma
+    return f_z * eps / sigma, f_z * (eps**2 - 1) / sigma
 
 
-def pathwise_gradient(f: Function, mu, sigma, n: int, generator=None):
+def pathwise_gradient(f, mu, sigma, n: int, generator=None):
     """n single-sample pathwise estimates of (∇_μ, ∇_σ) E_{N(μ, σ²)}[f(z)].
 
     With z = μ + σ ε, ε ~ N(0, I): ∂f/∂μ = ∇f(z) and ∂f/∂σ = ∇f(z) ⊙ ε. ∇f(z) comes from
     autograd, one sample at a time (the gradient of the sum of independent values).
     """
-    eps, z = _draw(f, mu, sigma, n, generator)
+    eps, z = draw(mu, sigma, n, generator)
     z.requires_grad_(True)
-    (grad_z,) = torch.autograd.grad(_values(f, z).sum(), z)
+    (grad_z,) = torch.autograd.grad(values(f, z).sum(), z)
     return grad_z, grad_z * eps
