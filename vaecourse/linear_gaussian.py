@@ -22,7 +22,8 @@ import torch
 LOG_2PI = math.log(2 * math.pi)
 
 
-def _check_model(W: torch.Tensor, b: torch.Tensor, sigma2) -> None:
+def check_model(W: torch.Tensor, b: torch.Tensor, sigma2) -> None:
+    """Raise a clear error unless W is (d, k), b is (d,) and sigma2 > 0."""
     if W.dim() != 2:
         raise ValueError(f"W must be a (d, k) matrix, got shape {tuple(W.shape)}")
     if b.shape != W.shape[:1]:
@@ -64,15 +65,13 @@ def log_likelihood(x, z, W, b, sigma2):
     ‖x - b - W z‖² is expanded as ‖r‖² - 2 zᵀWᵀr + zᵀWᵀW z (r = x - b), so that each
     extra z costs k² operations instead of d·k: a million prior samples are cheap.
     """
-    _check_model(W, b, sigma2)
+    check_model(W, b, sigma2)
     d = W.shape[0]
     r = x - b
-    squared = (
-        (r * r).sum(-1) - 2 * (z * (r @ W)).sum(-1) + ((z @ (W.T @ W)) * z).sum(-1)
-    )
-    return -0.5 * (
-        d * (LOG_2PI + torch.log(torch.as_tensor(sigma2))) + squared / sigma2
-    )
+    squared = (r * r).sum(-1) - 2 * (z * (r @ W)).sum(-1)
+    squared = squared + ((z @ (W.T @ W)) * z).sum(-1)
+    log_sigma2 = torch.log(torch.as_tensor(sigma2))
+    return -0.5 * (d * (LOG_2PI + log_sigma2) + squared / sigma2)
 
 
 def log_marginal(x, W, b, sigma2):
@@ -81,19 +80,16 @@ def log_marginal(x, W, b, sigma2):
     With M = WᵀW + σ² I: (W Wᵀ + σ² I)⁻¹ = (I - W M⁻¹ Wᵀ) / σ² (Woodbury) and
     log det(W Wᵀ + σ² I) = (d - k) log σ² + log det M (determinant lemma).
     """
-    _check_model(W, b, sigma2)
+    check_model(W, b, sigma2)
     d, k = W.shape
-    M = W.T @ W + sigma2 * torch.eye(k, dtype=W.dtype)
-    L = torch.linalg.cholesky(M)
+    L = torch.linalg.cholesky(W.T @ W + sigma2 * torch.eye(k, dtype=W.dtype))
     r = x - b
-    Wr = (r @ W).unsqueeze(-1)
-    quadratic = ((r * r).sum(-1) - (Wr * torch.cholesky_solve(Wr, L)).sum((-2, -1))) / (
-        sigma2
-    )
-    logdet = (d - k) * torch.log(torch.as_tensor(sigma2)) + 2 * torch.log(
-        torch.diagonal(L)
-    ).sum()
-    return -0.5 * (d * LOG_2PI + logdet + quadratic)
+    Wr = (r @ W).unsqueeze(-1)  # Wᵀ r, as a column
+    # rᵀ (W Wᵀ + σ² I)⁻¹ r = (‖r‖² - rᵀ W M⁻¹ Wᵀ r) / σ²
+    quadratic = (r * r).sum(-1) - (Wr * torch.cholesky_solve(Wr, L)).sum((-2, -1))
+    log_sigma2 = torch.log(torch.as_tensor(sigma2))
+    logdet = (d - k) * log_sigma2 + 2 * torch.log(torch.diagonal(L)).sum()
+    return -0.5 * (d * LOG_2PI + logdet + quadratic / sigma2)
 
 
 def posterior(x, W, b, sigma2):
@@ -103,7 +99,7 @@ def posterior(x, W, b, sigma2):
     with M = WᵀW + σ² I: Bayes' rule for a Gaussian prior and a linear-Gaussian
     likelihood.
     """
-    _check_model(W, b, sigma2)
+    check_model(W, b, sigma2)
     k = W.shape[1]
     M_inv = torch.linalg.inv(W.T @ W + sigma2 * torch.eye(k, dtype=W.dtype))
     return (x - b) @ W @ M_inv, sigma2 * M_inv
@@ -115,11 +111,10 @@ def expected_log_likelihood(x, mean, cov, W, b, sigma2):
     -½ [d log(2πσ²) + (‖x - b - W mean‖² + tr(W cov Wᵀ)) / σ²],
     because E‖r - W z‖² = ‖r - W mean‖² + tr(W cov Wᵀ) for z with that mean and cov.
     """
-    _check_model(W, b, sigma2)
+    check_model(W, b, sigma2)
     d = W.shape[0]
     residual = x - b - mean @ W.T
     spread = ((W @ cov) * W).sum((-2, -1))  # tr(W cov Wᵀ)
-    return -0.5 * (
-        d * (LOG_2PI + torch.log(torch.as_tensor(sigma2)))
-        + ((residual**2).sum(-1) + spread) / sigma2
-    )
+    log_sigma2 = torch.log(torch.as_tensor(sigma2))
+    squared = (residual**2).sum(-1) + spread
+    return -0.5 * (d * (LOG_2PI + log_sigma2) + squared / sigma2)
