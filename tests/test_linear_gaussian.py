@@ -400,3 +400,29 @@ def test_reparameterized_elbo_gradient_matches_the_exact_gradient():
     per_sample = torch.cat(torch.autograd.grad(single.sum(), (m, log_s)), 1)
     error = per_sample.std(0) / math.sqrt(n)
     assert ((per_sample.mean(0) - exact_grad).abs() < 5 * error).all()
+
+
+def test_gaussian_decoder_log_likelihood_is_a_scaled_squared_error():
+    """log N(x; g, σ² I) = -d/2 log(2πσ²) - d·MSE/(2σ²), with MSE the per-pixel mean."""
+    W, b, s2 = model(d=9, k=2)
+    x = data(W, b, s2, 4)
+    z = torch.randn(4, 2, generator=torch.Generator().manual_seed(19))
+    mse = ((x - (z @ W.T + b)) ** 2).mean(-1)
+    expected = -9 / 2 * torch.log(2 * math.pi * s2) - 9 * mse / (2 * s2)
+    torch.testing.assert_close(log_likelihood(x, z, W, b, s2), expected)
+
+
+def test_bernoulli_decoder_log_likelihood_is_minus_the_summed_cross_entropy():
+    import torch.nn.functional as F
+
+    from vaecourse.divergences import log_bernoulli
+
+    g = torch.Generator().manual_seed(20)
+    x = (torch.rand(5, 30, generator=g) > 0.5).double()
+    probabilities = torch.rand(5, 30, generator=g) * 0.98 + 0.01
+    expected = D.Bernoulli(probs=probabilities).log_prob(x).sum(-1)
+    bce = F.binary_cross_entropy(probabilities, x, reduction="none").sum(-1)
+    torch.testing.assert_close(-bce, expected)
+    torch.testing.assert_close(
+        log_bernoulli(x, probabilities.logit()).sum(-1), expected
+    )
