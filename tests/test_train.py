@@ -188,6 +188,30 @@ def test_fit_steps_the_scheduler_once_per_epoch():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**3)
 
 
+def test_fit_can_step_the_scheduler_once_per_batch():
+    """With schedule_every="batch", 3 epochs of 4 batches halve the rate 12 times."""
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    fit(
+        model,
+        mse,
+        regression_data(32),
+        epochs=3,
+        batch_size=8,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        schedule_every="batch",
+        progress=False,
+    )
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**12)
+
+
+def test_fit_rejects_an_unknown_schedule_interval():
+    with pytest.raises(ValueError, match='"epoch" or "batch"'):
+        fit(nn.Linear(3, 1), mse, regression_data(8), epochs=1, schedule_every="step")
+
+
 def test_fit_leaves_the_model_in_eval_mode():
     """After fit, the model is in evaluation mode (dropout off)."""
     model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 1))

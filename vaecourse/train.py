@@ -57,6 +57,7 @@ def fit(
     lr: float = 1e-3,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    schedule_every: str = "epoch",
     val_data: tuple[torch.Tensor, ...] | None = None,
     seed: int = 0,
     desc: str = "training",
@@ -68,8 +69,14 @@ def fit(
 
     ``train_data`` is a tuple of tensors sliced together into batches (for example
     ``(images,)`` or ``(images, labels)``); batches are moved to the model's device.
+    ``scheduler`` steps once per epoch, or once per batch with
+    ``schedule_every="batch"`` (warm-up and cosine schedules such as OneCycleLR).
     In quick mode it runs one epoch of at most ``QUICK_BATCHES`` batches.
     """
+    if schedule_every not in ("epoch", "batch"):
+        raise ValueError(
+            f'schedule_every must be "epoch" or "batch", got {schedule_every!r}'
+        )
     device = next(model.parameters()).device
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
@@ -102,6 +109,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
+            if scheduler is not None and schedule_every == "batch":
+                scheduler.step()
             n = len(batch[0])
             seen += n
             for name, value in terms.items():
@@ -111,7 +120,7 @@ def fit(
                 bar.set_postfix(
                     {k: f"{v / seen:.4g}" for k, v in sums.items()}, refresh=False
                 )
-        if scheduler is not None:
+        if scheduler is not None and schedule_every == "epoch":
             scheduler.step()
         row = {"epoch": epoch, **{k: v / seen for k, v in sums.items()}}
         # images seen, with ``seconds``: the training throughput the bench reports

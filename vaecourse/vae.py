@@ -1,0 +1,207 @@
+"""The book's variational autoencoder: the model, its loss and its test log-likelihood.
+
+The chapter "The variational autoencoder" writes these out and explains them; later
+chapters (the beta-VAE, the conditional VAE, the comparison) import them from here. All
+quantities are in nats per image (natural logarithm, summed over the 784 pixels and the
+latent units, averaged over images), never per pixel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vaecourse.data import binarize_dynamic
+from vaecourse.divergences import (
+    gaussian_kl_standard,
+    iw_bound,
+    log_bernoulli,
+    log_normal,
+    log_standard_normal,
+)
+from vaecourse.train import fit
+
+
+def mlp(sizes, activation=nn.ReLU):
+    """Linear layers of the given sizes with ``activation`` between them (not after the
+    last): a plain ``nn.Sequential``, which the browser explorers can run as it is."""
+    layers = [nn.Linear(sizes[0], sizes[1])]
+    for n_in, n_out in zip(sizes[1:-1], sizes[2:], strict=True):
+        layers += [activation(), nn.Linear(n_in, n_out)]
+    return nn.Sequential(*layers)
+
+
+class VAE(nn.Module):
+    """A VAE with MLP encoder and decoder.
+
+    The encoder maps an image to the mean and log-variance of q(z|x); the decoder maps a
+    latent code to 784 logits (Bernoulli decoder) or, through a sigmoid, to the mean grey
+    levels of a Gaussian decoder.
+    """
+
+    def __init__(self, latent_dim=32, hidden=(512, 256), activation=nn.ReLU):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = mlp([784, *hidden, 2 * latent_dim], activation)
+        self.decoder = mlp([latent_dim, *reversed(hidden), 784], activation)
+
+    def encode(self, x):
+        """Mean and log-variance of q(z|x), each of shape (batch, latent_dim)."""
+        mu, logvar = self.encoder(x.flatten(1)).chunk(2, dim=-1)
+        return mu, logvar
+
+    def reparameterize(self, mu, logvar, samples=1):
+        """``samples`` draws z = mu + sigma * eps, eps ~ N(0, I): shape (samples, *mu.shape).
+
+        The noise is an input; z is a differentiable function of mu and logvar.
+        """
+        eps = torch.randn((samples, *mu.shape), dtype=mu.dtype, device=mu.device)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def forward(self, x):
+        """Logits of p(x|z) for one sample z ~ q(z|x), and the parameters of q."""
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar)[0]
+        return self.decoder(z), mu, logvar
+
+
+def negative_elbo(model, x, samples=1):
+    """The negative ELBO of a Bernoulli-decoder VAE, per image, in nats, as two terms:
+
+    reconstruction = -E_q[log p(x|z)], estimated with ``samples`` draws of z (L), and
+    kl = KL(q(z|x) ‖ p(z)), in closed form. Returns (reconstruction, kl), each of shape
+    (batch,); the loss is their sum, averaged over the batch.
+    """
+    x = x.flatten(1)
+    mu, logvar = model.encode(x)
+    z = model.reparameterize(mu, logvar, samples)
+    reconstruction = (
+        -log_bernoulli(x.expand(len(z), -1, -1), model.decoder(z)).sum(-1).mean(0)
+    )
+    kl = gaussian_kl_standard(mu, logvar).sum(-1)
+    return reconstruction, kl
+
+
+def gaussian_negative_elbo(model, x, sigma, samples=1):
+    """The negative ELBO with a Gaussian decoder p(x|z) = N(sigmoid(decoder(z)), sigma² I)
+    on grey levels, per image, in nats: returns (reconstruction, kl), each (batch,).
+
+    -log p(x|z) = ||x - mean||² / (2 sigma²) + (784 / 2) log(2 pi sigma²): squared error
+    weighted by 1 / (2 sigma²), so sigma sets the balance against the KL term.
+    """
+    if not sigma > 0:
+        raise ValueError(
+            f"the decoder's standard deviation sigma must be > 0, got {sigma}"
+        )
+    x = x.flatten(1)
+    mu, logvar = model.encode(x)
+    z = model.reparameterize(mu, logvar, samples)
+    mean = torch.sigmoid(model.decoder(z))
+    squared_error = ((x - mean) ** 2).sum(-1).mean(0)
+    reconstruction = squared_error / (2 * sigma**2) + 784 / 2 * math.log(
+        2 * math.pi * sigma**2
+    )
+    kl = gaussian_kl_standard(mu, logvar).sum(-1)
+    return reconstruction, kl
+
+
+def log_weights(model, x, samples):
+    """log w = log p(x|z) + log p(z) - log q(z|x) for ``samples`` draws z ~ q(z|x), of
+    shape (samples, batch). Their mean is the Monte Carlo ELBO; their log-mean-exp is the
+    importance-weighted bound, which approaches log p(x) as the number of samples grows.
+    """
+    x = x.flatten(1)
+    mu, logvar = model.encode(x)
+    z = model.reparameterize(mu, logvar, samples)
+    log_px_z = log_bernoulli(x.expand(len(z), -1, -1), model.decoder(z)).sum(-1)
+    return log_px_z + log_standard_normal(z).sum(-1) - log_normal(z, mu, logvar).sum(-1)
+
+
+@torch.no_grad()
+def iw_nll(model, x, samples=1000, batch_size=100, chunk=500, seed=0):
+    """The importance-weighted estimate of -log p(x) for each binary image in ``x``, in nats
+    (Burda et al.): -log (1/K) sum_k w_k with K = ``samples`` draws from q(z|x).
+
+    An upper bound on -log p(x) in expectation that tightens as K grows; with K = 1 it is
+    the negative ELBO. Images go ``batch_size`` at a time and the samples ``chunk`` at a
+    time (the log-weights of an image are combined with logsumexp), to bound memory.
+    Seeded, so the same model and images give the same numbers.
+    """
+    x = x.flatten(1)
+    if min(samples, batch_size, chunk) < 1:
+        raise ValueError(
+            f"samples, batch_size and chunk must be >= 1, got {samples}, {batch_size}, "
+            f"{chunk}"
+        )
+    if x.shape[1] != 784 or not ((x == 0) | (x == 1)).all():
+        raise ValueError(
+            "iw_nll needs binary images of 784 pixels, shape (N, 784) or (N, 1, 28, 28): "
+            f"got shape {tuple(x.shape)}; binarize grey images first (binarize_static)"
+        )
+    was_training = model.training
+    model.eval()
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        out = []
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size]
+            log_w = torch.cat(
+                [
+                    log_weights(model, xb, min(chunk, samples - j))
+                    for j in range(0, samples, chunk)
+                ]
+            )
+            out.append(-iw_bound(log_w, dim=0))
+    finally:
+        torch.random.set_rng_state(state)
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def train_vae(
+    model, images, *, epochs, batch_size=256, lr=5e-3, kl_warmup=0.3, seed=0, desc="VAE"
+):
+    """Train a Bernoulli-decoder VAE on grey ``images`` with the book's recipe; return
+    ``fit``'s history (the loss and its two terms per epoch, in nats per image).
+
+    - Dynamic binarization: a fresh binary sample of every image at every step.
+    - KL warm-up: the KL term's weight rises linearly from 0 to 1 over the first
+      ``kl_warmup`` fraction of the steps, so the decoder learns to use z before the
+      KL term pulls q(z|x) onto the prior.
+    - Learning rate: a short warm-up to ``lr``, then cosine decay to almost 0 (OneCycleLR).
+    """
+    steps = epochs * -(-len(images) // batch_size)
+    warmup_steps = kl_warmup * steps
+    step = 0
+
+    def loss_fn(model, batch):
+        nonlocal step
+        x = binarize_dynamic(batch[0])
+        beta = min(1.0, step / warmup_steps) if warmup_steps else 1.0
+        step += 1
+        reconstruction, kl = negative_elbo(model, x)
+        return {
+            "loss": (reconstruction + beta * kl).mean(),
+            "reconstruction": reconstruction.mean(),
+            "kl": kl.mean(),
+        }
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=0.02, cycle_momentum=False
+    )
+    return fit(
+        model,
+        loss_fn,
+        (images,),
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        schedule_every="batch",
+        seed=seed,
+        desc=desc,
+    )
