@@ -269,3 +269,50 @@ def test_train_vae_is_deterministic():
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     assert torch.equal(weights(), weights())
+
+
+def test_train_vae_binarizes_unless_told_not_to_and_uses_the_given_terms():
+    images = torch.full((64, 784), 0.5)
+    seen = []
+
+    def terms(model, x):
+        seen.append(x)
+        return negative_elbo(model, x)
+
+    for binarize in (True, False):
+        seen.clear()
+        torch.manual_seed(0)
+        train_vae(
+            VAE(latent_dim=2, hidden=(8,)),
+            images,
+            epochs=1,
+            batch_size=32,
+            terms=terms,
+            binarize=binarize,
+            desc="test",
+        )
+        assert len(seen) == 2
+        values = torch.cat(seen).unique()
+        if binarize:
+            assert set(values.tolist()) == {0.0, 1.0}
+        else:
+            assert values.tolist() == [0.5]
+
+
+def test_quick_mode_fits_the_schedules_to_the_quick_steps(monkeypatch):
+    """In quick mode fit runs QUICK_BATCHES steps; the one-cycle schedule must span those
+    steps (not the full run's), or CI's models would never leave the warm-up."""
+    from vaecourse.train import QUICK_BATCHES
+
+    monkeypatch.setenv("VAECOURSE_QUICK", "1")
+    seen = {}
+    real = torch.optim.lr_scheduler.OneCycleLR
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "OneCycleLR", spy)
+    images = torch.rand(64 * 40, 784, generator=torch.Generator().manual_seed(0))
+    train_vae(VAE(latent_dim=2, hidden=(8,)), images, epochs=3, batch_size=64, desc="t")
+    assert seen["total_steps"] == QUICK_BATCHES

@@ -21,7 +21,7 @@ from vaecourse.divergences import (
     log_normal,
     log_standard_normal,
 )
-from vaecourse.train import fit
+from vaecourse.train import QUICK_BATCHES, fit, quick_mode
 
 
 def mlp(sizes, activation=nn.ReLU):
@@ -119,7 +119,6 @@ def log_weights(model, x, samples):
     return log_px_z + log_standard_normal(z).sum(-1) - log_normal(z, mu, logvar).sum(-1)
 
 
-@torch.no_grad()
 def iw_nll(model, x, samples=1000, batch_size=100, chunk=500, seed=0):
     """The importance-weighted estimate of -log p(x) for each binary image in ``x``, in nats
     (Burda et al.): -log (1/K) sum_k w_k with K = ``samples`` draws from q(z|x).
@@ -148,12 +147,13 @@ def iw_nll(model, x, samples=1000, batch_size=100, chunk=500, seed=0):
         out = []
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size]
-            log_w = torch.cat(
-                [
-                    log_weights(model, xb, min(chunk, samples - j))
-                    for j in range(0, samples, chunk)
-                ]
-            )
+            with torch.no_grad():  # an evaluation: no graph needed
+                log_w = torch.cat(
+                    [
+                        log_weights(model, xb, min(chunk, samples - j))
+                        for j in range(0, samples, chunk)
+                    ]
+                )
             out.append(-iw_bound(log_w, dim=0))
     finally:
         torch.random.set_rng_state(state)
@@ -162,27 +162,43 @@ def iw_nll(model, x, samples=1000, batch_size=100, chunk=500, seed=0):
 
 
 def train_vae(
-    model, images, *, epochs, batch_size=256, lr=5e-3, kl_warmup=0.3, seed=0, desc="VAE"
+    model,
+    images,
+    *,
+    epochs,
+    terms=negative_elbo,
+    binarize=True,
+    batch_size=256,
+    lr=4e-3,
+    kl_warmup=0.3,
+    seed=0,
+    desc="VAE",
 ):
-    """Train a Bernoulli-decoder VAE on grey ``images`` with the book's recipe; return
-    ``fit``'s history (the loss and its two terms per epoch, in nats per image).
+    """Train ``model`` on ``images`` with the book's recipe: minimise
+    (reconstruction + beta * kl).mean(), where ``terms(model, x)`` returns the two terms
+    per image (``negative_elbo`` by default). Returns ``fit``'s history: per epoch, the
+    loss and the two terms in nats per image.
 
-    - Dynamic binarization: a fresh binary sample of every image at every step.
-    - KL warm-up: the KL term's weight rises linearly from 0 to 1 over the first
-      ``kl_warmup`` fraction of the steps, so the decoder learns to use z before the
-      KL term pulls q(z|x) onto the prior.
-    - Learning rate: a short warm-up to ``lr``, then cosine decay to almost 0 (OneCycleLR).
+    - Dynamic binarization (``binarize=True``): a fresh binary sample of every grey image
+      at every step. With ``binarize=False`` the grey levels go in as they are.
+    - KL warm-up: beta rises linearly from 0 to 1 over the first ``kl_warmup`` fraction of
+      the steps, so the decoder learns to use z before the KL term pulls q(z|x) onto the
+      prior; after that the loss is the negative ELBO.
+    - Learning rate: a warm-up over the first 2% of the steps to ``lr``, then a cosine
+      decay to almost 0 (PyTorch's OneCycleLR, stepped every batch).
     """
     steps = epochs * -(-len(images) // batch_size)
+    if quick_mode():  # fit runs only QUICK_BATCHES steps: fit both schedules to them
+        steps = min(steps, QUICK_BATCHES)
     warmup_steps = kl_warmup * steps
     step = 0
 
     def loss_fn(model, batch):
         nonlocal step
-        x = binarize_dynamic(batch[0])
+        x = binarize_dynamic(batch[0]) if binarize else batch[0]
         beta = min(1.0, step / warmup_steps) if warmup_steps else 1.0
         step += 1
-        reconstruction, kl = negative_elbo(model, x)
+        reconstruction, kl = terms(model, x)
         return {
             "loss": (reconstruction + beta * kl).mean(),
             "reconstruction": reconstruction.mean(),
