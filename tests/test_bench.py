@@ -4,6 +4,7 @@ half an hour and is not part of make test)."""
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 import torch
@@ -49,6 +50,20 @@ def test_throughputs_come_from_the_checkpoint_cache(isolated):
     assert row["images_per_second"] > 0
     (isolated.checkpoint_dir / "broken").write_bytes(b"not a checkpoint")
     assert any("error" in r for r in bench.throughputs(isolated.checkpoint_dir))
+
+
+def test_a_history_without_epoch_seconds_uses_the_stored_training_time(isolated):
+    """A loop that trains for a fixed time logs images but no per-epoch seconds (the VAE
+    chapter's official recipe): the throughput comes from the stored training time."""
+
+    def train(m):
+        time.sleep(0.05)
+        return [{"epoch": 1, "loss": 1.0, "images": 500, "time": 0.05}]
+
+    train_cached("timed", nn.Linear(2, 2), train, {})
+    (row,) = bench.throughputs(isolated.checkpoint_dir)
+    assert row["images"] == 500
+    assert 0 < row["images_per_second"] <= 500 / 0.05
 
 
 def sample_report(cold_seconds=600, decode_ms=3.0):

@@ -104,13 +104,18 @@ def throughputs(checkpoints: Path) -> list[dict]:
             continue
         history = entry["history"] or []
         images = sum(row.get("images", 0) for row in history)
+        # a history without per-epoch seconds (e.g. a loop that trains for a fixed
+        # time) falls back on the stored training time
         seconds = sum(row.get("seconds", 0.0) for row in history)
+        seconds = seconds or entry["train_seconds"]
         rows.append(
             {
                 "model": entry["key"]["name"],
                 "train_seconds": round(entry["train_seconds"], 1),
                 "images": images or None,
-                "images_per_second": round(images / seconds) if images else None,
+                "images_per_second": (
+                    round(images / seconds) if images and seconds else None
+                ),
             }
         )
     return rows
