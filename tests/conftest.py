@@ -14,6 +14,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
+import torch
 
 from vaecourse import cache, data
 
@@ -116,3 +117,12 @@ def figures():
     plt.switch_backend("Agg")
     yield
     plt.close("all")
+
+
+@pytest.fixture
+def float64():
+    """Double precision, so comparisons test the formulas, not float32 rounding."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)

@@ -14,13 +14,7 @@ from scipy import stats
 
 from vaecourse.estimators import pathwise_gradient, score_function_gradient
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 MU = torch.tensor([0.5, -1.0, 0.2], dtype=torch.float64)

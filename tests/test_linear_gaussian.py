@@ -27,14 +27,7 @@ from vaecourse.linear_gaussian import (
     posterior,
 )
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    """Double precision: the comparisons test the formulas, not float32 rounding."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def model(d=6, k=2, sigma2=0.3, seed=0):

@@ -18,13 +18,7 @@ from vaecourse.regularizers import (
 GEN = torch.Generator().manual_seed(0)
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """Double precision, so the comparisons test the formulas, not float32 rounding."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def small_model(code_size=7, data_size=11):
