@@ -25,7 +25,7 @@ from torch import nn
 
 from vaecourse.cache import train_cached
 from vaecourse.data import load_mnist
-from vaecourse.train import fit
+from vaecourse.train import QUICK_BATCHES, fit, quick_mode
 
 CLASSIFIER_CONFIG = {"epochs": 2, "batch_size": 128, "lr": 3e-3, "seed": 0}
 N_CLASSES = 10
@@ -62,6 +62,8 @@ def train_classifier(model, images, labels, *, epochs, batch_size, lr, seed):
     """Cross-entropy with Adam and a one-cycle learning rate (short warm-up to ``lr``,
     then cosine decay): a fast recipe that reaches high accuracy in two epochs."""
     steps = epochs * -(-len(images) // batch_size)
+    if quick_mode():  # fit runs QUICK_BATCHES steps: the schedule must fit in them
+        steps = min(steps, QUICK_BATCHES)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=steps, pct_start=0.15
