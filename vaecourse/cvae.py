@@ -150,14 +150,14 @@ def sample(model, n, seed=0, labels=None):
     return torch.sigmoid(model.decode(z, labels)).view(n, 1, 28, 28)
 
 
-@torch.no_grad()
 def transfer(model, x_style, y_style, y_content):
     """Style transfer x̂ = g(f(x_style, y_style), y_content): encode each style image with
     its own label (posterior mean), decode with every label of ``y_content``. Returns
     images of shape (len(x_style), len(y_content), 1, 28, 28) in [0, 1]."""
-    mu, _ = model.encode(x_style, y_style)
-    k = len(y_content)
-    z = mu[:, None, :].expand(-1, k, -1)
-    y = y_content[None, :].expand(len(mu), -1)
-    logits = model.decoder(torch.cat([z, model.one_hot(y)], dim=-1))
+    with torch.no_grad():
+        mu, _ = model.encode(x_style, y_style)
+        k = len(y_content)
+        z = mu[:, None, :].expand(-1, k, -1)
+        y = y_content[None, :].expand(len(mu), -1)
+        logits = model.decoder(torch.cat([z, model.one_hot(y)], dim=-1))
     return torch.sigmoid(logits).view(len(mu), k, 1, 28, 28)
