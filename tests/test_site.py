@@ -34,7 +34,7 @@ PAGES = build.toc_files()
 # vaecourse.explorer's kernel-free explorers, and the pages that must show one (checked
 # once the page is in _toc.yml).
 EXPLORER = "div.vaecourse-explorer"
-PAGES_WITH_EXPLORERS = ["book/vae"]
+PAGES_WITH_EXPLORERS = ["book/vae", "book/cvae"]
 
 pytestmark = pytest.mark.site
 

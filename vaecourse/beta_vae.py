@@ -1,0 +1,156 @@
+"""The β-VAE: the book's VAE trained on distortion + β·rate, and what the sweep measures.
+
+Distortion D = -E_q[log p(x|z)] and rate R = KL(q(z|x) ‖ p(z)), both in nats per image:
+the negative ELBO is D + R, and the β-VAE minimises D + β R (β = 1 is the VAE). The
+chapter "The β-VAE" writes out ``train_beta_vae`` and ``trained_beta_vae``; the
+comparison chapter loads the same trained models from the checkpoint cache through
+``trained_beta_vae(beta)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vaecourse.cache import train_cached
+from vaecourse.data import (
+    binarize_dynamic,
+    binarize_static,
+    load_mnist,
+    train_val_split,
+)
+from vaecourse.divergences import gaussian_kl_standard
+from vaecourse.train import fit
+from vaecourse.vae import VAE, negative_elbo
+
+BETAS = (0.1, 0.3, 1.0, 2.0, 4.0, 10.0)  # the chapter's sweep
+
+
+def train_beta_vae(
+    model, images, *, beta, epochs, batch_size=256, lr=5e-3, kl_warmup=0.3, seed=0
+):
+    """Train a Bernoulli-decoder VAE on grey ``images`` by minimising distortion + β·rate
+    (the book's VAE recipe, with the KL weight warmed up from 0 to ``beta``, not to 1).
+    Returns ``fit``'s history: the loss, the distortion and the rate per epoch (nats)."""
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0 (beta = 1 is the VAE), got {beta}")
+    steps = epochs * -(-len(images) // batch_size)
+    warmup_steps = kl_warmup * steps
+    step = 0
+
+    def loss_fn(model, batch):
+        nonlocal step
+        x = binarize_dynamic(batch[0])
+        weight = beta * min(1.0, step / warmup_steps) if warmup_steps else beta
+        step += 1
+        distortion, rate = negative_elbo(model, x)
+        return {
+            "loss": (distortion + weight * rate).mean(),
+            "distortion": distortion.mean(),
+            "rate": rate.mean(),
+        }
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=0.02, cycle_momentum=False
+    )
+    return fit(
+        model,
+        loss_fn,
+        (images,),
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        schedule_every="batch",
+        seed=seed,
+        desc=f"β-VAE, β = {beta:g}",
+    )
+
+
+def trained_beta_vae(beta, latent_dim=10, hidden=(256,), images=30_000, epochs=3):
+    """The chapter's β-VAE for one β: a 784-256-10 MLP VAE trained on the first
+    ``images`` images of the course's training split, from the cache when it is there."""
+    config = {
+        "beta": beta,
+        "latent_dim": latent_dim,
+        "hidden": list(hidden),
+        "images": images,
+        "epochs": epochs,
+        "batch_size": 256,
+        "lr": 5e-3,
+        "kl_warmup": 0.3,
+        "seed": 0,
+    }
+    train_images, train_labels = load_mnist("train")
+    (fit_images, _), _ = train_val_split(train_images, train_labels)
+    torch.manual_seed(0)
+    model = VAE(latent_dim=latent_dim, hidden=hidden)
+    model.trained = train_cached(
+        f"beta-vae-{beta:g}",
+        model,
+        lambda m: train_beta_vae(m, fit_images[:images], beta=beta, epochs=epochs),
+        config,
+    )
+    return model
+
+
+@torch.no_grad()
+def rate_distortion(model, images, seed=0, batch_size=1000):
+    """Mean distortion and rate (nats per image) of ``model`` on ``images``, binarized
+    once with ``binarize_static(images, seed)``; the distortion is a one-sample Monte
+    Carlo estimate with a fixed seed. Returns a dict with ``distortion``, ``rate`` and
+    ``kl_per_dim``, the rate of each latent dimension (a tensor that sums to ``rate``).
+    """
+    if len(images) == 0:
+        raise ValueError("rate_distortion needs at least one image")
+    x = binarize_static(images, seed=seed).flatten(1)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    distortion, kl = 0.0, 0.0
+    try:
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size]
+            d, _ = negative_elbo(model, xb)
+            mu, logvar = model.encode(xb)
+            distortion += float(d.sum())
+            kl = kl + gaussian_kl_standard(mu, logvar).sum(0)
+    finally:
+        torch.random.set_rng_state(state)
+    kl_per_dim = kl / len(x)
+    return {
+        "distortion": distortion / len(x),
+        "rate": float(kl_per_dim.sum()),
+        "kl_per_dim": kl_per_dim,
+    }
+
+
+def active_dimensions(kl_per_dim, threshold=0.01):
+    """The latent dimensions whose average KL(q(z_j|x) ‖ p(z_j)) exceeds ``threshold``
+    nats: a dimension below it carries (almost) no information about x, because its
+    posterior is the prior for every image. Returns a boolean tensor."""
+    if not threshold >= 0:
+        raise ValueError(f"the threshold is a KL in nats, >= 0; got {threshold}")
+    return torch.as_tensor(kl_per_dim) > threshold
+
+
+@torch.no_grad()
+def sample(model, n, seed=0):
+    """``n`` images generated by ``model``: z ~ N(0, I), decoded to the Bernoulli means
+    sigmoid(decoder(z)), shape (n, 1, 28, 28) in [0, 1]. Seeded."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    return torch.sigmoid(model.decoder(z)).view(n, 1, 28, 28)
+
+
+@torch.no_grad()
+def traversal(model, image, values):
+    """Latent traversals of one image: start from its posterior mean, set one dimension
+    at a time to each of ``values`` and decode. Returns images of shape
+    (latent_dim, len(values), 1, 28, 28), row j varying dimension j only."""
+    mu, _ = model.encode(image.reshape(1, 784))
+    values = torch.as_tensor(values, dtype=mu.dtype)
+    d = model.latent_dim
+    z = mu.repeat(d, len(values), 1)  # (d, k, d)
+    z[torch.arange(d), :, torch.arange(d)] = values
+    return torch.sigmoid(model.decoder(z)).view(d, len(values), 1, 28, 28)

@@ -1,0 +1,163 @@
+"""The conditional VAE: the book's VAE with the label y as a second input of both networks.
+
+q(z|x, y) = N(μ, diag σ²) from the encoder's input concat(x, one_hot(y)); p(x|z, y) a
+Bernoulli decoder whose input is concat(z, one_hot(y)); the prior p(z) = N(0, I) does not
+depend on y. The chapter "The conditional VAE" writes out the same definitions; the
+comparison chapter loads the trained models through ``trained_cvae``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaecourse.cache import train_cached
+from vaecourse.data import binarize_dynamic, load_mnist, train_val_split
+from vaecourse.divergences import gaussian_kl_standard, log_bernoulli
+from vaecourse.train import fit
+from vaecourse.vae import VAE, mlp
+
+
+class CVAE(nn.Module):
+    """A conditional VAE with MLP encoder and decoder; the class enters both as a one-hot
+    vector concatenated to the input. ``decoder`` is a plain ``nn.Sequential`` of
+    concat(z, one_hot(y)), so the site's explorer can run it."""
+
+    def __init__(self, latent_dim=8, hidden=(256,), classes=10, activation=nn.ReLU):
+        super().__init__()
+        self.latent_dim, self.classes = latent_dim, classes
+        self.encoder = mlp([784 + classes, *hidden, 2 * latent_dim], activation)
+        self.decoder = mlp([latent_dim + classes, *reversed(hidden), 784], activation)
+
+    def one_hot(self, y):
+        if y.dtype != torch.long or y.min() < 0 or y.max() >= self.classes:
+            raise ValueError(
+                f"labels must be a long tensor of classes 0..{self.classes - 1}; "
+                f"got dtype {y.dtype} with values {y.min()}..{y.max()}"
+            )
+        return F.one_hot(y, self.classes).float()
+
+    def encode(self, x, y):
+        """Mean and log-variance of q(z|x, y), each (batch, latent_dim)."""
+        h = torch.cat([x.flatten(1), self.one_hot(y)], dim=-1)
+        return self.encoder(h).chunk(2, dim=-1)
+
+    reparameterize = VAE.reparameterize  # z = mu + sigma * eps, as in the VAE
+
+    def decode(self, z, y):
+        """Logits of p(x|z, y); z may carry leading sample dimensions."""
+        c = self.one_hot(y).expand(*z.shape[:-1], self.classes)
+        return self.decoder(torch.cat([z, c], dim=-1))
+
+    def forward(self, x, y):
+        mu, logvar = self.encode(x, y)
+        z = self.reparameterize(mu, logvar)[0]
+        return self.decode(z, y), mu, logvar
+
+
+def cvae_negative_elbo(model, x, y, samples=1):
+    """-ELBO of log p(x|y) per image, in nats, as (reconstruction, kl), each (batch,):
+    reconstruction = -E_q[log p(x|z, y)] with ``samples`` draws, kl = KL(q(z|x,y) ‖ p(z))."""
+    x = x.flatten(1)
+    mu, logvar = model.encode(x, y)
+    z = model.reparameterize(mu, logvar, samples)
+    logits = model.decode(z, y)
+    reconstruction = -log_bernoulli(x.expand(len(z), -1, -1), logits).sum(-1).mean(0)
+    kl = gaussian_kl_standard(mu, logvar).sum(-1)
+    return reconstruction, kl
+
+
+def train_cvae(
+    model, images, labels, *, epochs, batch_size=256, lr=5e-3, kl_warmup=0.3, seed=0
+):
+    """Train a CVAE with the book's VAE recipe (dynamic binarization, KL warm-up from 0
+    to 1, OneCycle learning rate); return ``fit``'s history (nats per image)."""
+    steps = epochs * -(-len(images) // batch_size)
+    warmup_steps = kl_warmup * steps
+    step = 0
+
+    def loss_fn(model, batch):
+        nonlocal step
+        x, y = binarize_dynamic(batch[0]), batch[1]
+        weight = min(1.0, step / warmup_steps) if warmup_steps else 1.0
+        step += 1
+        reconstruction, kl = cvae_negative_elbo(model, x, y)
+        return {
+            "loss": (reconstruction + weight * kl).mean(),
+            "reconstruction": reconstruction.mean(),
+            "kl": kl.mean(),
+        }
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=0.02, cycle_momentum=False
+    )
+    return fit(
+        model,
+        loss_fn,
+        (images, labels),
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        schedule_every="batch",
+        seed=seed,
+        desc=f"CVAE, {model.latent_dim}-D latent",
+    )
+
+
+def trained_cvae(latent_dim=8, hidden=(256,), images=50_000, epochs=3):
+    """The chapter's CVAE with a ``latent_dim``-D latent space (8 for generation and
+    style transfer, 2 for the explorer), trained on the course's training split, from
+    the cache when it is there."""
+    config = {
+        "latent_dim": latent_dim,
+        "hidden": list(hidden),
+        "images": images,
+        "epochs": epochs,
+        "batch_size": 256,
+        "lr": 5e-3,
+        "kl_warmup": 0.3,
+        "seed": 0,
+    }
+    train_images, train_labels = load_mnist("train")
+    (fit_images, fit_labels), _ = train_val_split(train_images, train_labels)
+    torch.manual_seed(0)
+    model = CVAE(latent_dim=latent_dim, hidden=hidden)
+    model.trained = train_cached(
+        f"cvae-{latent_dim}d",
+        model,
+        lambda m: train_cvae(
+            m, fit_images[:images], fit_labels[:images], epochs=epochs
+        ),
+        config,
+    )
+    return model
+
+
+@torch.no_grad()
+def sample(model, n, seed=0, labels=None):
+    """``n`` generated images, shape (n, 1, 28, 28) in [0, 1] (Bernoulli means): z ~ N(0, I)
+    decoded with ``labels`` (a long tensor of n classes; by default 0, 1, ..., 9, 0, ...)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if labels is None:
+        labels = torch.arange(n) % model.classes
+    if len(labels) != n:
+        raise ValueError(f"need one label per image: n = {n}, {len(labels)} labels")
+    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    return torch.sigmoid(model.decode(z, labels)).view(n, 1, 28, 28)
+
+
+def transfer(model, x_style, y_style, y_content):
+    """Style transfer x̂ = g(f(x_style, y_style), y_content): encode each style image with
+    its own label (posterior mean), decode with every label of ``y_content``. Returns
+    images of shape (len(x_style), len(y_content), 1, 28, 28) in [0, 1]."""
+    with torch.no_grad():
+        mu, _ = model.encode(x_style, y_style)
+        k = len(y_content)
+        z = mu[:, None, :].expand(-1, k, -1)
+        y = y_content[None, :].expand(len(mu), -1)
+        logits = model.decoder(torch.cat([z, model.one_hot(y)], dim=-1))
+    return torch.sigmoid(logits).view(len(mu), k, 1, 28, 28)
