@@ -1,0 +1,417 @@
+"""The VQ-VAE (van den Oord et al. 2017): a discrete code, its quantizer and its priors.
+
+The chapter "The VQ-VAE" writes out the quantizer, the straight-through gradient, the two
+codebook losses, the perplexity, the dead-code revival and the model; this module holds
+the same code (a test keeps the copies identical) plus the training loop and the priors
+over code indices, so that later chapters (the comparison) can load the trained models
+from the checkpoint cache with ``trained_vqvae()`` and ``trained_prior()`` and draw
+images with ``sample()``.
+
+Shapes: images (B, 1, 28, 28) in [0, 1]; encoder outputs z_e and quantized codes z_q
+(B, D, 7, 7); code indices (B, 7, 7) in 0..K-1; a codebook (K, D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaecourse.cache import train_cached
+from vaecourse.data import load_mnist, train_val_split
+from vaecourse.train import fit, seed_everything
+
+
+def quantize(z_e, codebook):
+    """Replace every D-vector of z_e (B, D, H, W) by its nearest codebook row (K, D).
+
+    Returns z_q (B, D, H, W) and the chosen indices (B, H, W). Nearest means the
+    smallest squared Euclidean distance ||z - e_k||² = ||z||² - 2 z·e_k + ||e_k||².
+    """
+    b, d, h, w = z_e.shape
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)  # one row per position
+    distances = (
+        flat.pow(2).sum(1, keepdim=True)
+        - 2 * flat @ codebook.T
+        + codebook.pow(2).sum(1)
+    )
+    indices = distances.argmin(1)
+    z_q = codebook[indices].view(b, h, w, d).permute(0, 3, 1, 2)
+    return z_q, indices.view(b, h, w)
+
+
+def straight_through(z_e, z_q):
+    """z_q in the forward pass; in the backward pass the gradient reaching z_q is passed
+    to z_e unchanged (the quantizer is treated as the identity)."""
+    return z_e + (z_q - z_e).detach()
+
+
+def vq_losses(z_e, z_q):
+    """The codebook loss ||sg[z_e] - e||² (moves the codes; the encoder gets nothing)
+    and the commitment loss ||z_e - sg[e]||² (moves the encoder; the codes get nothing),
+    each a mean over the B·D·H·W elements. The training loss weights the second by β."""
+    codebook_loss = F.mse_loss(z_q, z_e.detach())
+    commitment_loss = F.mse_loss(z_e, z_q.detach())
+    return codebook_loss, commitment_loss
+
+
+def perplexity(indices, num_codes):
+    """exp(entropy) of the codes' empirical distribution, in 1..num_codes: the number of
+    equally used codes that would give the same entropy."""
+    counts = torch.bincount(indices.flatten(), minlength=num_codes).double()
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return entropy.exp().item()
+
+
+def revive_dead_codes(codebook, counts, z_e, generator=None):
+    """Move every code with ``counts == 0`` onto a randomly chosen encoder output.
+
+    ``codebook`` is the (K, D) weight (changed in place), ``counts`` the (K,) uses over
+    a recent window, ``z_e`` encoder outputs (B, D, H, W). Returns how many moved.
+    A dead code receives no gradient from the codebook loss (no position chose it), so
+    without this it stays where it is for ever.
+    """
+    dead = (counts == 0).nonzero().flatten()
+    if len(dead) == 0:
+        return 0
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
+    pick = torch.randint(len(flat), (len(dead),), generator=generator)
+    with torch.no_grad():  # a direct move, not a gradient step
+        codebook[dead] = flat[pick].to(codebook.dtype)
+    return len(dead)
+
+
+class VQVAE(nn.Module):
+    """A small convolutional VQ-VAE: 28x28 image -> 7x7 grid of D-vectors -> nearest of
+    K codes -> 28x28 image of grey levels in [0, 1]."""
+
+    def __init__(self, num_codes=128, code_dim=16, hidden=32):
+        super().__init__()
+        self.num_codes, self.code_dim = num_codes, code_dim
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, hidden, 4, stride=2, padding=1),  # 14x14
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 4, stride=2, padding=1),  # 7x7
+            nn.ReLU(),
+            nn.Conv2d(hidden, code_dim, 1),  # a D-vector per position
+        )
+        self.codebook = nn.Embedding(num_codes, code_dim)
+        self.codebook.weight.data.uniform_(-1 / num_codes, 1 / num_codes)
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(code_dim, hidden, 4, stride=2, padding=1),  # 14x14
+            nn.ReLU(),
+            nn.ConvTranspose2d(hidden, 1, 4, stride=2, padding=1),  # 28x28
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x):
+        """The reconstruction, z_e, z_q and the code indices of images x."""
+        z_e = self.encoder(x)
+        z_q, indices = quantize(z_e, self.codebook.weight)
+        x_hat = self.decoder(straight_through(z_e, z_q))
+        return x_hat, z_e, z_q, indices
+
+
+def vqvae_loss(model, x, beta=0.25):
+    """The VQ-VAE's loss terms on a batch: reconstruction MSE (mean per pixel), codebook
+    loss and commitment loss; ``loss`` = reconstruction + codebook + beta * commitment."""
+    x_hat, z_e, z_q, indices = model(x)
+    reconstruction = F.mse_loss(x_hat, x)
+    codebook_loss, commitment_loss = vq_losses(z_e, z_q)
+    return {
+        "loss": reconstruction + codebook_loss + beta * commitment_loss,
+        "reconstruction": reconstruction,
+        "codebook": codebook_loss,
+        "commitment": commitment_loss,
+        "indices": indices,
+    }
+
+
+def train_vqvae(
+    model,
+    images,
+    *,
+    epochs,
+    batch_size=128,
+    lr=2e-3,
+    beta=0.25,
+    revive_every=0,
+    trace_every=25,
+    seed=0,
+    desc="VQ-VAE",
+):
+    """Train ``model`` on ``images`` with ``fit``; return its history, each epoch's row
+    also holding a trace (every ``trace_every`` steps) of the batch perplexity and of the
+    number of codes unused over the last ``trace_every`` steps.
+
+    With ``revive_every`` > 0, every ``revive_every`` steps the codes no position chose
+    in those steps are moved onto random encoder outputs of the current batch
+    (``revive_dead_codes``); 0 turns revival off.
+    """
+    if revive_every < 0 or trace_every < 1:
+        raise ValueError(
+            f"revive_every must be >= 0 and trace_every >= 1, got {revive_every}, "
+            f"{trace_every}"
+        )
+    k = model.num_codes
+    state = {
+        "step": 0,
+        "window": torch.zeros(k, dtype=torch.long),  # uses since the last revival
+        "trace": torch.zeros(k, dtype=torch.long),  # uses since the last trace point
+        "points": [],
+        "revived": 0,
+    }
+    generator = torch.Generator().manual_seed(seed + 1)
+
+    def loss_fn(model, batch):
+        (x,) = batch
+        terms = vqvae_loss(model, x, beta)
+        indices = terms.pop("indices")
+        used = torch.bincount(indices.flatten(), minlength=k).cpu()
+        state["window"] += used
+        state["trace"] += used
+        state["step"] += 1
+        step = state["step"]
+        if step % trace_every == 0:
+            state["points"].append(
+                {
+                    "step": step,
+                    "perplexity": perplexity(indices, k),
+                    "unused": int((state["trace"] == 0).sum()),
+                }
+            )
+            state["trace"].zero_()
+        if revive_every and step % revive_every == 0:
+            z_e = model.encoder(x).detach()
+            state["revived"] += revive_dead_codes(
+                model.codebook.weight, state["window"], z_e, generator
+            )
+            state["window"].zero_()
+        terms["perplexity"] = torch.tensor(perplexity(indices, k))
+        return terms
+
+    history = fit(
+        model,
+        loss_fn,
+        (images,),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        desc=desc,
+    )
+    history[-1]["trace"] = state["points"]
+    history[-1]["revived"] = state["revived"]
+    return history
+
+
+@torch.no_grad()
+def encode_indices(model, x, batch_size=2000):
+    """The code indices (N, 7, 7) of images x."""
+    return torch.cat(
+        [
+            quantize(model.encoder(b), model.codebook.weight)[1]
+            for b in x.split(batch_size)
+        ]
+    )
+
+
+@torch.no_grad()
+def decode_indices(model, indices, batch_size=2000):
+    """Images (N, 1, 28, 28) decoded from code indices (N, 7, 7)."""
+    out = []
+    for b in indices.split(batch_size):
+        z_q = model.codebook.weight[b].permute(0, 3, 1, 2)
+        out.append(model.decoder(z_q))
+    return torch.cat(out)
+
+
+def categorical_prior(indices, num_codes, alpha=0.5):
+    """Log-probabilities (P, K) of an independent categorical per position, fitted by
+    counting the training codes (N, P) with ``alpha`` added to every count, so a code
+    never seen at a position keeps a small probability."""
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0 (it keeps unseen codes possible): {alpha}")
+    indices = indices.flatten(1)
+    counts = torch.stack(
+        [torch.bincount(column, minlength=num_codes) for column in indices.T]
+    ).double()
+    counts += alpha
+    return (counts / counts.sum(1, keepdim=True)).log()
+
+
+class MaskedLinear(nn.Linear):
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask (MADE)."""
+
+    def __init__(self, n_in, n_out, mask):
+        super().__init__(n_in, n_out)
+        self.register_buffer("mask", mask.float())
+
+    def forward(self, x):
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class CodePrior(nn.Module):
+    """An autoregressive prior over a grid of P code indices in raster order, p(c) =
+    prod_i p(c_i | c_<i), as a MADE (Germain et al. 2015): an MLP whose masks let the
+    logits of position i see only positions before i."""
+
+    def __init__(self, num_codes=128, positions=49, embed=8, hidden=256, seed=0):
+        super().__init__()
+        self.num_codes, self.positions = num_codes, positions
+        self.embed = nn.Embedding(num_codes, embed)
+        gen = torch.Generator().manual_seed(seed)
+        in_degree = torch.arange(positions).repeat_interleave(embed)  # 0..P-1
+        hidden_degree = torch.randint(0, positions - 1, (hidden,), generator=gen)
+        out_degree = torch.arange(positions).repeat_interleave(num_codes)
+        # hidden unit of degree m sees inputs of positions <= m; output of position i
+        # sees hidden units of degree < i: so position i depends on positions < i only
+        self.hidden = MaskedLinear(
+            positions * embed, hidden, hidden_degree[:, None] >= in_degree[None, :]
+        )
+        self.out = MaskedLinear(
+            hidden, positions * num_codes, out_degree[:, None] > hidden_degree[None, :]
+        )
+
+    def forward(self, indices):
+        """Logits (N, P, K) of p(c_i | c_<i) for every position i of indices (N, P)."""
+        h = self.embed(indices.flatten(1)).flatten(1)
+        logits = self.out(F.relu(self.hidden(h)))
+        return logits.view(len(indices), self.positions, self.num_codes)
+
+    def nll(self, indices):
+        """-log p(c) in nats for each grid of indices (N, P): a vector of N."""
+        logits = self(indices)
+        return F.cross_entropy(
+            logits.transpose(1, 2), indices.flatten(1), reduction="none"
+        ).sum(1)
+
+    @torch.no_grad()
+    def sample(self, n, generator=None):
+        """n grids of indices (n, P), one position at a time in raster order."""
+        c = torch.zeros(n, self.positions, dtype=torch.long)
+        for i in range(self.positions):
+            probs = self(c)[:, i].softmax(-1)
+            c[:, i] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        return c
+
+
+def train_prior(prior, indices, *, epochs, batch_size=256, lr=2e-3, seed=0):
+    """Fit ``prior`` to training code grids (N, P) by maximum likelihood; the history's
+    ``loss`` is -log p(c) in nats per grid."""
+
+    def loss_fn(prior, batch):
+        return {"loss": prior.nll(batch[0]).mean()}
+
+    return fit(
+        prior,
+        loss_fn,
+        (indices.flatten(1),),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        desc="prior",
+    )
+
+
+# The chapter's final models: its settings, shared with the comparison chapter.
+VQVAE_ARGS = {"num_codes": 128, "code_dim": 16, "hidden": 16}
+VQVAE_CONFIG = {
+    "epochs": 1,
+    "batch_size": 128,
+    "lr": 3e-3,
+    "beta": 0.25,
+    "revive_every": 100,
+    "seed": 0,
+}
+PRIOR_ARGS = {"embed": 8, "hidden": 128}
+PRIOR_CONFIG = {"epochs": 2, "batch_size": 256, "lr": 3e-3, "seed": 0}
+
+
+def _fit_images():
+    images, labels = load_mnist("train")
+    (fit_x, _), _ = train_val_split(images, labels)
+    return fit_x
+
+
+def trained_vqvae(revive_every=VQVAE_CONFIG["revive_every"]):
+    """The chapter's VQ-VAE (with dead-code revival, or without for ``revive_every=0``),
+    from the checkpoint cache, trained on the 50,000 training images if absent.
+    Returns (model, the ``Trained`` record with its history)."""
+    config = {**VQVAE_CONFIG, "revive_every": revive_every}
+    seed_everything(config["seed"])
+    model = VQVAE(**VQVAE_ARGS)
+    name = "vqvae-revive" if revive_every else "vqvae-plain"
+    run = train_cached(
+        name,
+        model,
+        lambda m: train_vqvae(m, _fit_images(), desc=name, **config),
+        config,
+    )
+    return model, run
+
+
+def trained_prior(model):
+    """The chapter's autoregressive prior over ``model``'s training codes (the codes of
+    the 50,000 training images), from the cache or trained. Returns (prior, record)."""
+    seed_everything(PRIOR_CONFIG["seed"])
+    prior = CodePrior(model.num_codes, 49, seed=PRIOR_CONFIG["seed"], **PRIOR_ARGS)
+    # the key names the VQ-VAE whose codes the prior models
+    fingerprint = float(sum(p.double().sum() for p in model.state_dict().values()))
+    run = train_cached(
+        "vqvae-prior",
+        prior,
+        lambda p: train_prior(
+            p,
+            encode_indices(model, _fit_images()),
+            epochs=PRIOR_CONFIG["epochs"],
+            batch_size=PRIOR_CONFIG["batch_size"],
+            lr=PRIOR_CONFIG["lr"],
+            seed=PRIOR_CONFIG["seed"],
+        ),
+        {**PRIOR_CONFIG, "vqvae": f"{fingerprint:.6e}"},
+    )
+    return prior, run
+
+
+@torch.no_grad()
+def sample(model, prior, n, seed=0):
+    """n images (n, 1, 28, 28) in [0, 1]: code grids drawn from ``prior`` (a CodePrior,
+    or the (P, K) log-probabilities of ``categorical_prior``), then decoded."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    gen = torch.Generator().manual_seed(seed)
+    side = math.isqrt(49)
+    if isinstance(prior, CodePrior):
+        codes = prior.sample(n, gen)
+    else:
+        probs = prior.exp().float()  # (P, K)
+        codes = torch.multinomial(
+            probs.repeat(n, 1), 1, replacement=True, generator=gen
+        ).view(n, -1)
+    return decode_indices(model, codes.view(n, side, side))
+
+
+__all__ = [
+    "CodePrior",
+    "MaskedLinear",
+    "VQVAE",
+    "categorical_prior",
+    "decode_indices",
+    "encode_indices",
+    "perplexity",
+    "quantize",
+    "revive_dead_codes",
+    "sample",
+    "straight_through",
+    "train_prior",
+    "train_vqvae",
+    "trained_prior",
+    "trained_vqvae",
+    "vq_losses",
+    "vqvae_loss",
+]
