@@ -224,7 +224,6 @@ def p_mean(model, x_t, t, clip=True):
     return posterior_mean_variance(x0_hat, x_t, t, model.betas)[0]
 
 
-@torch.no_grad()
 def sample(model, n, seed=0, clip=True, keep=()):
     """Ancestral sampling: x_T ~ N(0, I), then x_{t-1} ~ N(mean_theta, var_t) for
     t = T, ..., 1 with the posterior variance var_t (0 at t = 1). Returns n images of
@@ -236,13 +235,14 @@ def sample(model, n, seed=0, clip=True, keep=()):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, 28, 28, generator=generator)
     kept = {model.T: x} if model.T in keep else {}
-    for step in range(model.T, 0, -1):
-        t = torch.full((n,), step)
-        mean = p_mean(model, x, t, clip)
-        var = posterior_mean_variance(x, x, t, model.betas)[1]
-        x = mean + var.sqrt() * torch.randn(x.shape, generator=generator)
-        if step - 1 in keep:
-            kept[step - 1] = x
+    with torch.no_grad():
+        for step in range(model.T, 0, -1):
+            t = torch.full((n,), step)
+            mean = p_mean(model, x, t, clip)
+            var = posterior_mean_variance(x, x, t, model.betas)[1]
+            x = mean + var.sqrt() * torch.randn(x.shape, generator=generator)
+            if step - 1 in keep:
+                kept[step - 1] = x
     model.train(was_training)
     images = ((x + 1) / 2).clamp(0, 1)
     if keep:
