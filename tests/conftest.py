@@ -126,3 +126,9 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(before)
+
+
+@pytest.fixture
+def full_mode(monkeypatch):
+    """Full mode inside `make test` (which sets VAECOURSE_QUICK): fit runs every epoch."""
+    monkeypatch.delenv("VAECOURSE_QUICK", raising=False)

@@ -93,6 +93,7 @@ def test_transfer_keeps_z_and_changes_the_label():
             torch.testing.assert_close(out[i, c], expected.view(1, 28, 28).detach())
 
 
+@pytest.mark.usefixtures("full_mode")
 def test_train_cvae_lowers_the_loss():
     torch.manual_seed(0)
     images = (torch.rand(512, 1, 28, 28) > 0.7).float() * 0.9 + 0.05

@@ -13,14 +13,12 @@ import torch
 
 from vaecourse.cache import train_cached
 from vaecourse.data import (
-    binarize_dynamic,
     binarize_static,
     load_mnist,
     train_val_split,
 )
 from vaecourse.divergences import gaussian_kl_standard
-from vaecourse.train import fit
-from vaecourse.vae import VAE, negative_elbo
+from vaecourse.vae import VAE, negative_elbo, train_vae
 
 BETAS = (0.1, 0.3, 1.0, 2.0, 4.0, 10.0)  # the chapter's sweep
 
@@ -28,40 +26,20 @@ BETAS = (0.1, 0.3, 1.0, 2.0, 4.0, 10.0)  # the chapter's sweep
 def train_beta_vae(
     model, images, *, beta, epochs, batch_size=256, lr=5e-3, kl_warmup=0.3, seed=0
 ):
-    """Train a Bernoulli-decoder VAE on grey ``images`` by minimising distortion + β·rate
-    (the book's VAE recipe, with the KL weight warmed up from 0 to ``beta``, not to 1).
-    Returns ``fit``'s history: the loss, the distortion and the rate per epoch (nats)."""
+    """Train a Bernoulli-decoder VAE on grey ``images`` by minimising distortion + β·rate:
+    the VAE chapter's recipe (``train_vae``) with the KL weight warmed up from 0 to
+    ``beta``, not to 1. Returns ``fit``'s history: per epoch the loss, the distortion
+    (``reconstruction``) and the rate (``kl``), in nats per image."""
     if not beta > 0:
         raise ValueError(f"beta must be > 0 (beta = 1 is the VAE), got {beta}")
-    steps = epochs * -(-len(images) // batch_size)
-    warmup_steps = kl_warmup * steps
-    step = 0
-
-    def loss_fn(model, batch):
-        nonlocal step
-        x = binarize_dynamic(batch[0])
-        weight = beta * min(1.0, step / warmup_steps) if warmup_steps else beta
-        step += 1
-        distortion, rate = negative_elbo(model, x)
-        return {
-            "loss": (distortion + weight * rate).mean(),
-            "distortion": distortion.mean(),
-            "rate": rate.mean(),
-        }
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=steps, pct_start=0.02, cycle_momentum=False
-    )
-    return fit(
+    return train_vae(
         model,
-        loss_fn,
-        (images,),
+        images,
         epochs=epochs,
+        beta=beta,
         batch_size=batch_size,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        schedule_every="batch",
+        lr=lr,
+        kl_warmup=kl_warmup,
         seed=seed,
         desc=f"β-VAE, β = {beta:g}",
     )

@@ -13,10 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaecourse.cache import train_cached
-from vaecourse.data import binarize_dynamic, load_mnist, train_val_split
+from vaecourse.data import load_mnist, train_val_split
 from vaecourse.divergences import gaussian_kl_standard, log_bernoulli
-from vaecourse.train import fit
-from vaecourse.vae import VAE, mlp
+from vaecourse.vae import VAE, mlp, train_vae
 
 
 class CVAE(nn.Module):
@@ -71,37 +70,18 @@ def cvae_negative_elbo(model, x, y, samples=1):
 def train_cvae(
     model, images, labels, *, epochs, batch_size=256, lr=5e-3, kl_warmup=0.3, seed=0
 ):
-    """Train a CVAE with the book's VAE recipe (dynamic binarization, KL warm-up from 0
-    to 1, OneCycle learning rate); return ``fit``'s history (nats per image)."""
-    steps = epochs * -(-len(images) // batch_size)
-    warmup_steps = kl_warmup * steps
-    step = 0
-
-    def loss_fn(model, batch):
-        nonlocal step
-        x, y = binarize_dynamic(batch[0]), batch[1]
-        weight = min(1.0, step / warmup_steps) if warmup_steps else 1.0
-        step += 1
-        reconstruction, kl = cvae_negative_elbo(model, x, y)
-        return {
-            "loss": (reconstruction + weight * kl).mean(),
-            "reconstruction": reconstruction.mean(),
-            "kl": kl.mean(),
-        }
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=steps, pct_start=0.02, cycle_momentum=False
-    )
-    return fit(
+    """Train a CVAE with the VAE chapter's recipe (``train_vae``: dynamic binarization,
+    KL warm-up from 0 to 1, one-cycle learning rate), the labels going to both networks
+    through ``cvae_negative_elbo``; return ``fit``'s history (nats per image)."""
+    return train_vae(
         model,
-        loss_fn,
-        (images, labels),
+        images,
+        labels=labels,
         epochs=epochs,
+        terms=cvae_negative_elbo,
         batch_size=batch_size,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        schedule_every="batch",
+        lr=lr,
+        kl_warmup=kl_warmup,
         seed=seed,
         desc=f"CVAE, {model.latent_dim}-D latent",
     )

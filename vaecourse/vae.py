@@ -166,7 +166,9 @@ def train_vae(
     images,
     *,
     epochs,
+    labels=None,
     terms=negative_elbo,
+    beta=1.0,
     binarize=True,
     batch_size=256,
     lr=4e-3,
@@ -175,15 +177,17 @@ def train_vae(
     desc="VAE",
 ):
     """Train ``model`` on ``images`` with the book's recipe: minimise
-    (reconstruction + beta * kl).mean(), where ``terms(model, x)`` returns the two terms
+    (reconstruction + weight * kl).mean(), where ``terms(model, x)`` returns the two terms
     per image (``negative_elbo`` by default). Returns ``fit``'s history: per epoch, the
     loss and the two terms in nats per image.
 
+    - ``beta``: the KL weight after the warm-up (1, the negative ELBO; the β-VAE chapter
+      uses others). ``labels``: passed on as ``terms(model, x, y)`` (the conditional VAE).
     - Dynamic binarization (``binarize=True``): a fresh binary sample of every grey image
       at every step. With ``binarize=False`` the grey levels go in as they are.
-    - KL warm-up: beta rises linearly from 0 to 1 over the first ``kl_warmup`` fraction of
-      the steps, so the decoder learns to use z before the KL term pulls q(z|x) onto the
-      prior; after that the loss is the negative ELBO.
+    - KL warm-up: the weight rises linearly from 0 to ``beta`` over the first ``kl_warmup``
+      fraction of the steps, so the decoder learns to use z before the KL term pulls
+      q(z|x) onto the prior; after that (beta = 1) the loss is the negative ELBO.
     - Learning rate: a warm-up over the first 2% of the steps to ``lr``, then a cosine
       decay to almost 0 (PyTorch's OneCycleLR, stepped every batch).
     """
@@ -196,11 +200,11 @@ def train_vae(
     def loss_fn(model, batch):
         nonlocal step
         x = binarize_dynamic(batch[0]) if binarize else batch[0]
-        beta = min(1.0, step / warmup_steps) if warmup_steps else 1.0
+        weight = beta * min(1.0, step / warmup_steps) if warmup_steps else beta
         step += 1
-        reconstruction, kl = terms(model, x)
+        reconstruction, kl = terms(model, x, *batch[1:])
         return {
-            "loss": (reconstruction + beta * kl).mean(),
+            "loss": (reconstruction + weight * kl).mean(),
             "reconstruction": reconstruction.mean(),
             "kl": kl.mean(),
         }
@@ -212,7 +216,7 @@ def train_vae(
     return fit(
         model,
         loss_fn,
-        (images,),
+        (images,) if labels is None else (images, labels),
         epochs=epochs,
         batch_size=batch_size,
         optimizer=optimizer,
