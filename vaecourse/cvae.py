@@ -87,7 +87,7 @@ def train_cvae(
     )
 
 
-def trained_cvae(latent_dim=8, hidden=(256,), images=50_000, epochs=3):
+def trained_cvae(latent_dim=8, hidden=(256,), images=50_000, epochs=10):
     """The chapter's CVAE with a ``latent_dim``-D latent space (8 for generation and
     style transfer, 2 for the explorer), trained on the course's training split, from
     the cache when it is there."""
