@@ -161,7 +161,8 @@ def test_a_revived_code_gets_chosen_again():
     assert (indices == 1).all()
 
 
-def test_train_vqvae_traces_usage_and_revival_reduces_dead_codes():
+def test_train_vqvae_traces_usage_and_revival_reduces_dead_codes(monkeypatch):
+    monkeypatch.delenv("VAECOURSE_QUICK", raising=False)  # the full 2 epochs, CI too
     images = torch.rand(512, 1, 28, 28)
     runs = {}
     for revive in (0, 4):
@@ -203,6 +204,25 @@ def test_categorical_prior_counts_per_position():
         categorical_prior(indices, 3, alpha=0)
 
 
+def test_kl_of_a_one_hot_posterior_from_the_uniform_prior_is_log_k():
+    # the chapter: q(z|x) puts all its mass on the chosen entry; against the uniform
+    # prior over K entries, KL = log K per cell whatever the entry, 49 log K per grid
+    for k in (2, 16, 128):
+        for chosen in (0, k - 1):
+            q = torch.nn.functional.one_hot(torch.tensor(chosen), k).double()
+            p = torch.full((k,), 1.0 / k, dtype=torch.float64)
+            kl = torch.distributions.kl_divergence(
+                torch.distributions.Categorical(probs=q),
+                torch.distributions.Categorical(probs=p),
+            )
+            assert math.isclose(kl.item(), math.log(k), rel_tol=1e-12)
+    # a per-position prior fitted to perfectly balanced codes is that uniform prior
+    balanced = torch.arange(16).repeat(3)[:, None].expand(48, 49)
+    log_p = categorical_prior(balanced, 16)
+    nll = -log_p.gather(1, balanced[:5].T).sum(0)
+    assert torch.allclose(nll, torch.full((5,), 49 * math.log(16), dtype=torch.float64))
+
+
 def test_code_prior_is_autoregressive_and_normalized():
     torch.manual_seed(0)
     prior = CodePrior(num_codes=3, positions=4, embed=2, hidden=16)
@@ -218,7 +238,8 @@ def test_code_prior_is_autoregressive_and_normalized():
     assert total.item() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_code_prior_learns_a_deterministic_pattern_and_samples_it():
+def test_code_prior_learns_a_deterministic_pattern_and_samples_it(monkeypatch):
+    monkeypatch.delenv("VAECOURSE_QUICK", raising=False)  # all 60 epochs, CI too
     torch.manual_seed(0)
     first = torch.randint(0, 4, (256,))
     grids = torch.stack([first, (first + 1) % 4, (first + 2) % 4], 1)
@@ -258,3 +279,7 @@ def test_trained_models_come_from_the_cache_the_second_time(monkeypatch):
     assert not prun.from_cache and prun2.from_cache
     images = sample(model, prior, 4, seed=0)
     assert images.shape == (4, 1, 28, 28)
+    small, srun = vqvae.trained_vqvae(
+        num_codes=8
+    )  # another codebook size: its own entry
+    assert small.num_codes == 8 and not srun.from_cache

@@ -21,7 +21,7 @@ from torch import nn
 
 from vaecourse.cache import train_cached
 from vaecourse.data import load_mnist, train_val_split
-from vaecourse.train import fit, seed_everything
+from vaecourse.train import QUICK_BATCHES, fit, quick_mode, seed_everything
 
 
 def quantize(z_e, codebook):
@@ -72,7 +72,7 @@ def revive_dead_codes(codebook, counts, z_e, generator=None):
     ``codebook`` is the (K, D) weight (changed in place), ``counts`` the (K,) uses over
     a recent window, ``z_e`` encoder outputs (B, D, H, W). Returns how many moved.
     A dead code receives no gradient from the codebook loss (no position chose it), so
-    without this it stays where it is for ever.
+    without this it does not move, and comes back only if encoder outputs drift near it.
     """
     dead = (counts == 0).nonzero().flatten()
     if len(dead) == 0:
@@ -326,6 +326,7 @@ VQVAE_CONFIG = {
     "lr": 3e-3,
     "beta": 0.25,
     "revive_every": 100,
+    "trace_every": 25,
     "seed": 0,
 }
 PRIOR_ARGS = {"embed": 8, "hidden": 128}
@@ -338,13 +339,19 @@ def _fit_images():
     return fit_x
 
 
-def trained_vqvae(revive_every=VQVAE_CONFIG["revive_every"]):
-    """The chapter's VQ-VAE (with dead-code revival, or without for ``revive_every=0``),
-    from the checkpoint cache, trained on the 50,000 training images if absent.
+def trained_vqvae(
+    revive_every=VQVAE_CONFIG["revive_every"], num_codes=VQVAE_ARGS["num_codes"]
+):
+    """The chapter's VQ-VAE (with dead-code revival, or without for ``revive_every=0``;
+    with another codebook size for the chapter's sweep of ``num_codes``), from the
+    checkpoint cache, trained on the 50,000 training images if absent.
     Returns (model, the ``Trained`` record with its history)."""
     config = {**VQVAE_CONFIG, "revive_every": revive_every}
+    if quick_mode():  # fit runs QUICK_BATCHES steps: trace and revive within them
+        config["trace_every"] = QUICK_BATCHES // 4
+        config["revive_every"] = min(revive_every, QUICK_BATCHES // 2)
     seed_everything(config["seed"])
-    model = VQVAE(**VQVAE_ARGS)
+    model = VQVAE(**{**VQVAE_ARGS, "num_codes": num_codes})
     name = "vqvae-revive" if revive_every else "vqvae-plain"
     run = train_cached(
         name,
