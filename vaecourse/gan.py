@@ -167,9 +167,9 @@ def sample(model, n, seed=0):
 
 SETTINGS = {
     # name: (GAN keyword arguments, train_gan keyword arguments)
-    "stable": ({"hidden": (128, 256)}, {"steps": 2000}),
+    "stable": ({"hidden": (128, 256)}, {"steps": 1500}),
     # the same GAN and steps, but the generator learns ten times faster than D
-    "fast_generator": ({"hidden": (128, 256)}, {"steps": 2000, "lr_g": 2e-3}),
+    "fast_generator": ({"hidden": (128, 256)}, {"steps": 1500, "lr_g": 2e-3}),
 }
 
 
