@@ -120,6 +120,7 @@ def test_gan_shapes_and_sample_range():
     x = sample(model, 6, seed=1)
     assert x.shape == (6, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
     torch.testing.assert_close(x, sample(model, 6, seed=1))
+    assert not x.requires_grad  # images to look at, detached from the generator
     with pytest.raises(ValueError, match="n must be >= 1"):
         sample(model, 0)
 
