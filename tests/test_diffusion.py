@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from vaecourse import diffusion
 from vaecourse.diffusion import (
     DDPM,
     Denoiser,
@@ -261,3 +262,41 @@ def test_training_lowers_the_loss_and_trained_ddpm_uses_the_cache(monkeypatch):
         first.state_dict().values(), second.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+def test_the_denoiser_and_sampler_work_on_latent_codes():
+    torch.manual_seed(0)
+    model = diffusion.DDPM("linear", T=50, hidden=16, blocks=1, time_dim=8, dim=3)
+    assert model(torch.randn(4, 3), torch.tensor([1, 2, 30, 50])).shape == (4, 3)
+    out = diffusion.sample(model, 6, shape=(3,))
+    assert out.shape == (6, 3) and out.min() >= 0 and out.max() <= 1
+
+
+def test_latent_scaling_maps_each_dimension_onto_minus_one_to_one_and_back():
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(500, 4, generator=g) * torch.tensor([0.1, 1.0, 3.0, 10.0]) + 5
+    model = diffusion.LatentDDPM("cosine", T=5, dim=4, hidden=8)
+    scaled = model.fit_scaling(codes)
+    torch.testing.assert_close(scaled.abs().amax(0), torch.ones(4))
+    torch.testing.assert_close(scaled.mean(0), torch.zeros(4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        scaled * model.scale + model.center, codes, rtol=1e-5, atol=1e-5
+    )
+    assert set(model.state_dict()) >= {"center", "scale"}  # saved with the weights
+
+
+def test_decoded_latent_samples_are_images():
+    torch.manual_seed(0)
+    model = diffusion.LatentDDPM("linear", T=50, dim=2, hidden=8)
+    decoder = torch.nn.Linear(2, 784)
+    images = diffusion.decode_latent_samples(model, decoder, 5)
+    assert images.shape == (5, 1, 28, 28) and 0 <= images.min() <= images.max() <= 1
+
+
+def test_the_weights_fingerprint_changes_with_the_weights():
+    model = torch.nn.Linear(3, 2)
+    before = diffusion.weights_fingerprint(model)
+    assert diffusion.weights_fingerprint(model) == before
+    with torch.no_grad():
+        model.bias += 1
+    assert diffusion.weights_fingerprint(model) != before

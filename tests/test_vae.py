@@ -4,6 +4,7 @@ importance-weighted log-likelihood against a likelihood computed exactly by quad
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -317,3 +318,31 @@ def test_quick_mode_fits_the_schedules_to_the_quick_steps(monkeypatch):
     images = torch.rand(64 * 40, 784, generator=torch.Generator().manual_seed(0))
     train_vae(VAE(latent_dim=2, hidden=(8,)), images, epochs=3, batch_size=64, desc="t")
     assert seen["total_steps"] == QUICK_BATCHES
+
+
+def test_trained_main_vae_uses_the_vae_chapters_cache_key():
+    """Later chapters load the VAE chapter's main model through trained_main_vae: its
+    name, architecture and training config must be the chapter's, or they would retrain
+    it (four minutes) under another key."""
+    import inspect
+    import json
+
+    from vaecourse import vae as vae_module
+
+    root = Path(__file__).resolve().parents[1]
+    nb = json.loads((root / "book" / "vae.ipynb").read_text())
+    cell = next(
+        "".join(c["source"])
+        for c in nb["cells"]
+        if c["cell_type"] == "code" and '"vae-main"' in "".join(c["source"])
+    )
+    assert "LATENT, HIDDEN, ACTIVATION = 32, (512, 256), nn.ReLU" in cell
+    assert "EPOCHS = 50" in cell
+    assert 'RECIPE = {"batch": 256, "lr": 4e-3, "kl_warmup": 0.3, "seed": 0}' in cell
+    assert "train_vae(m, train_images, epochs=EPOCHS)" in cell
+    source = inspect.getsource(vae_module.trained_main_vae)
+    assert "VAE(32, (512, 256), nn.ReLU)" in source
+    assert (
+        '{"batch": 256, "lr": 4e-3, "kl_warmup": 0.3, "seed": 0, "epochs": 50}'
+        in source
+    )

@@ -124,19 +124,20 @@ def time_embedding(t, dim):
 
 
 class Denoiser(nn.Module):
-    """eps_theta(x_t, t): predicts the noise in x_t. A residual MLP over the 784 pixels;
-    an embedding of t is added before every block, so one network serves every step."""
+    """eps_theta(x_t, t): predicts the noise in x_t. A residual MLP over the ``dim``
+    numbers of x_t (the 784 pixels, or a latent code); an embedding of t is added before
+    every block, so one network serves every step."""
 
-    def __init__(self, hidden=1024, blocks=3, time_dim=128):
+    def __init__(self, hidden=1024, blocks=3, time_dim=128, dim=784):
         super().__init__()
         self.time_dim = time_dim
         self.time = nn.Sequential(
             nn.Linear(time_dim, 256), nn.SiLU(), nn.Linear(256, hidden)
         )
-        self.inp = nn.Linear(784, hidden)
+        self.inp = nn.Linear(dim, hidden)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(blocks))
         self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(blocks))
-        self.out = nn.Linear(hidden, 784)
+        self.out = nn.Linear(hidden, dim)
 
     def forward(self, x_t, t):
         e = self.time(time_embedding(t, self.time_dim))
@@ -217,23 +218,24 @@ def p_mean(model, x_t, t, clip=True):
     model's estimate x0_hat = (x_t - sqrt(1 - ab_t) eps_theta) / sqrt(ab_t). Without
     ``clip`` this equals (x_t - beta_t / sqrt(1 - ab_t) eps_theta) / sqrt(alpha_t);
     with it, x0_hat is first clipped to the data range [-1, 1]."""
-    a = model.alpha_bar[t].view(-1, 1, 1, 1)
+    a = model.alpha_bar[t].view(-1, *([1] * (x_t.ndim - 1)))
     x0_hat = (x_t - (1 - a).sqrt() * model(x_t, t)) / a.sqrt()
     if clip:
         x0_hat = x0_hat.clamp(-1, 1)
     return posterior_mean_variance(x0_hat, x_t, t, model.betas)[0]
 
 
-def sample(model, n, seed=0, clip=True, keep=()):
+def sample(model, n, seed=0, clip=True, keep=(), shape=(1, 28, 28)):
     """Ancestral sampling: x_T ~ N(0, I), then x_{t-1} ~ N(mean_theta, var_t) for
-    t = T, ..., 1 with the posterior variance var_t (0 at t = 1). Returns n images of
-    shape (n, 1, 28, 28) in [0, 1]; with ``keep``, also a dict {t: x_t in [0, 1]}."""
+    t = T, ..., 1 with the posterior variance var_t (0 at t = 1). Returns n samples of
+    shape (n, *shape) mapped from the data range [-1, 1] to [0, 1] (images); with
+    ``keep``, also a dict {t: x_t in [0, 1]}."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 28, 28, generator=generator)
+    x = torch.randn(n, *shape, generator=generator)
     kept = {model.T: x} if model.T in keep else {}
     with torch.no_grad():
         for step in range(model.T, 0, -1):
@@ -294,3 +296,97 @@ def trained_ddpm(schedule="cosine", images=None, with_history=False):
         config,
     )
     return (model, trained) if with_history else model
+
+
+# Latent diffusion: the same DDPM over the 32 numbers of the VAE chapter's codes instead
+# of the 784 pixels. Codes are scaled into [-1, 1], the pixels' range, so the sampler and
+# its clipping apply unchanged.
+LATENT_EPOCHS = 10
+LATENT_HIDDEN = 256
+
+
+class LatentDDPM(nn.Module):
+    """A DDPM over a VAE's posterior means, with the per-dimension ``center`` and
+    ``scale`` that map the codes into [-1, 1] (buffers, saved with the weights)."""
+
+    def __init__(self, schedule="linear", T=T_STEPS, dim=32, hidden=LATENT_HIDDEN):
+        super().__init__()
+        self.ddpm = DDPM(schedule, T=T, hidden=hidden, dim=dim)
+        self.register_buffer("center", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+
+    def fit_scaling(self, codes):
+        """Centre each dimension and divide by its largest |value|: codes -> [-1, 1]."""
+        self.center = codes.mean(0)
+        self.scale = (codes - self.center).abs().amax(0).clamp_min(1e-8)
+        return (codes - self.center) / self.scale
+
+
+@torch.no_grad()
+def vae_codes(vae, images, batch_size=10_000):
+    """Posterior means of ``images`` binarized once (seed 0), as the VAE saw binary ones."""
+    from vaecourse.data import binarize_static
+
+    return torch.cat(
+        [
+            vae.encode(binarize_static(images[i : i + batch_size], seed=0))[0]
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def decode_latent_samples(model, decoder, n, seed=0):
+    """n images: ancestral sampling of codes in [-1, 1], unscaled, decoded to the
+    Bernoulli decoder's pixel probabilities, shape (n, 1, 28, 28)."""
+    s = 2 * sample(model.ddpm, n, seed=seed, shape=(len(model.center),)) - 1
+    with torch.no_grad():
+        return torch.sigmoid(decoder(s * model.scale + model.center)).view(n, 1, 28, 28)
+
+
+def weights_fingerprint(model):
+    """A short hash of a model's weights, for cache keys of models trained on its output."""
+    import hashlib
+
+    flat = torch.cat(
+        [v.detach().flatten().float() for v in model.state_dict().values()]
+    )
+    return hashlib.sha256(flat.numpy().tobytes()).hexdigest()[:16]
+
+
+def trained_latent_ddpm(vae, schedule="linear"):
+    """The diffusion chapter's latent DDPM for ``schedule`` over the codes of ``vae``
+    (the VAE chapter's main model, ``vaecourse.vae.trained_main_vae()``), from the cache."""
+    from vaecourse.cache import train_cached
+    from vaecourse.data import load_mnist
+
+    torch.manual_seed(0)
+    model = LatentDDPM(schedule, dim=vae.latent_dim)
+
+    def train(m):
+        codes = m.fit_scaling(vae_codes(vae, load_mnist("train")[0]))
+        return train_ddpm(  # train_ddpm maps [0, 1] to [-1, 1]: hand it (codes + 1) / 2
+            m.ddpm,
+            (codes + 1) / 2,
+            epochs=LATENT_EPOCHS,
+            batch_size=BATCH_SIZE,
+            lr=LR,
+            desc=f"latent DDPM, {schedule} schedule",
+        )
+
+    model.trained = train_cached(
+        f"latent-ddpm-{schedule}",
+        model,
+        train,
+        {
+            "schedule": schedule,
+            "T": T_STEPS,
+            "hidden": LATENT_HIDDEN,
+            "epochs": LATENT_EPOCHS,
+            "batch_size": BATCH_SIZE,
+            "lr": LR,
+            "codes": "posterior means of binarize_static(train images, seed 0)",
+            "vae": weights_fingerprint(vae),  # new VAE weights, new latent DDPM
+            "seed": 0,
+        },
+    )
+    return model

@@ -225,3 +225,22 @@ def train_vae(
         seed=seed,
         desc=desc,
     )
+
+
+def trained_main_vae():
+    """The VAE chapter's main model (784-512-256-32, 50 epochs of ``train_vae`` on the
+    60,000 training images) under that chapter's cache key, so later chapters load the
+    same weights: the VAE chapter trains it first. ``.trained`` holds the cache record."""
+    from vaecourse.cache import train_cached
+    from vaecourse.data import load_mnist
+
+    torch.manual_seed(0)
+    model = VAE(32, (512, 256), nn.ReLU)
+    images = load_mnist("train")[0]
+    model.trained = train_cached(
+        "vae-main",
+        model,
+        lambda m: train_vae(m, images, epochs=50),
+        {"batch": 256, "lr": 4e-3, "kl_warmup": 0.3, "seed": 0, "epochs": 50},
+    )
+    return model
