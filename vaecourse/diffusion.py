@@ -322,17 +322,17 @@ class LatentDDPM(nn.Module):
         return (codes - self.center) / self.scale
 
 
-@torch.no_grad()
 def vae_codes(vae, images, batch_size=10_000):
     """Posterior means of ``images`` binarized once (seed 0), as the VAE saw binary ones."""
     from vaecourse.data import binarize_static
 
-    return torch.cat(
-        [
-            vae.encode(binarize_static(images[i : i + batch_size], seed=0))[0]
-            for i in range(0, len(images), batch_size)
-        ]
-    )
+    with torch.no_grad():
+        return torch.cat(
+            [
+                vae.encode(binarize_static(images[i : i + batch_size], seed=0))[0]
+                for i in range(0, len(images), batch_size)
+            ]
+        )
 
 
 def decode_latent_samples(model, decoder, n, seed=0):
