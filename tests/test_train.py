@@ -196,6 +196,29 @@ def test_fit_rejects_an_unknown_schedule_interval():
         fit(nn.Linear(3, 1), mse, regression_data(8), epochs=1, schedule_every="step")
 
 
+def test_fit_stops_with_a_clear_error_before_a_nan_loss_reaches_the_weights():
+    """A diverged run raises (so train_cached caches nothing) and the weights keep their
+    last finite values."""
+    model = nn.Linear(3, 1)
+    calls = []
+
+    def diverging(model, batch):
+        calls.append(1)
+        loss = mse(model, batch)["loss"]
+        return {"loss": loss * float("nan") if len(calls) == 3 else loss}
+
+    with pytest.raises(FloatingPointError, match="epoch 1, batch 3.*learning rate"):
+        fit(
+            model,
+            diverging,
+            regression_data(64),
+            epochs=2,
+            batch_size=8,
+            progress=False,
+        )
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def test_fit_leaves_the_model_in_eval_mode():
     """After fit, the model is in evaluation mode (dropout off)."""
     model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 1))

@@ -194,7 +194,7 @@ def train_ddpm(
     learning rate warms up to ``lr`` and decays to almost 0 (OneCycleLR). Returns
     ``fit``'s history."""
     steps = epochs * -(-len(images) // batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=steps, pct_start=0.05, cycle_momentum=False
     )

@@ -105,8 +105,12 @@ def train_gan(
         )
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr_d, betas=(0.5, 0.999))
-    opt_g = torch.optim.Adam(model.generator.parameters(), lr_g, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(
+        model.discriminator.parameters(), lr_d, betas=(0.5, 0.999), fused=True
+    )
+    opt_g = torch.optim.Adam(
+        model.generator.parameters(), lr_g, betas=(0.5, 0.999), fused=True
+    )
     n_snap, n_shown = model.snapshots.shape[:2]
     fixed_z = torch.randn(n_shown, model.latent_dim, generator=generator)
     snap_at = torch.linspace(0, steps, n_snap).round().long()

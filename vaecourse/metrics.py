@@ -64,7 +64,7 @@ def train_classifier(model, images, labels, *, epochs, batch_size, lr, seed):
     steps = epochs * -(-len(images) // batch_size)
     if quick_mode():  # fit runs QUICK_BATCHES steps: the schedule must fit in them
         steps = min(steps, QUICK_BATCHES)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=steps, pct_start=0.15
     )

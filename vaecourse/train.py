@@ -44,6 +44,17 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def fast_dtype() -> torch.dtype:
+    """bfloat16 if this CPU multiplies it natively (AVX-512 BF16 or AMX), else float32:
+    without those instructions bfloat16 is emulated and slower than float32."""
+    if (
+        torch.backends.mkldnn.is_available()
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    ):
+        return torch.bfloat16
+    return torch.float32
+
+
 LossFn = Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], dict[str, torch.Tensor]]
 
 
@@ -78,7 +89,8 @@ def fit(
             f'schedule_every must be "epoch" or "batch", got {schedule_every!r}'
         )
     device = next(model.parameters()).device
-    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
+    # fused: one kernel for the whole update, several times faster than the default
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     quick = quick_mode()
@@ -106,6 +118,14 @@ def fit(
                 break
             batch = tuple(t.to(device) for t in batch)
             terms = loss_fn(model, batch)
+            if not torch.isfinite(
+                terms["loss"]
+            ):  # stop before a NaN reaches the weights
+                raise FloatingPointError(
+                    f"{desc}: the loss is {float(terms['loss'])} at epoch {epoch}, batch "
+                    f"{i + 1}; training stopped and nothing was cached. A smaller "
+                    "learning rate usually cures this."
+                )
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
