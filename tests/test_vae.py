@@ -377,3 +377,18 @@ def test_fast_dtype_is_bfloat16_only_where_the_cpu_has_it():
 
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert fast_dtype() == (torch.bfloat16 if native else torch.float32)
+
+
+def test_the_plain_autoencoder_has_the_main_vaes_networks(monkeypatch):
+    """The VAE chapter compares its VAE with "a plain autoencoder of the same size": the
+    two loaders must build the same layers and activation (the encoder differs only in its
+    last layer, which outputs the code itself instead of a mean and a log-variance)."""
+    from vaecourse import vae as vae_module
+
+    monkeypatch.setattr(vae_module, "train_cached", lambda *args, **kwargs: None)
+    monkeypatch.setattr(vae_module, "load_mnist", lambda split: (None, None))
+    vae, ae = vae_module.trained_main_vae(), vae_module.trained_plain_autoencoder()
+    assert repr(ae.decoder) == repr(vae.decoder)
+    assert repr(ae.encoder[:-1]) == repr(vae.encoder[:-1])
+    assert ae.encoder[-1].out_features == vae.latent_dim
+    assert vae.encoder[-1].out_features == 2 * vae.latent_dim
