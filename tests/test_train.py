@@ -368,3 +368,15 @@ def test_pick_device_prefers_cuda_then_mps(monkeypatch, cuda, mps, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert pick_device().type == expected
+
+
+def test_threads_sets_the_number_of_threads_and_restores_it_even_after_an_error():
+    from vaecourse.train import threads
+
+    before = torch.get_num_threads()
+    with threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), threads(1):
+        raise RuntimeError("interrupted")
+    assert torch.get_num_threads() == before

@@ -11,6 +11,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -53,6 +54,19 @@ def fast_dtype() -> torch.dtype:
     ):
         return torch.bfloat16
     return torch.float32
+
+
+@contextmanager
+def threads(n: int):
+    """Run the with-block with ``n`` PyTorch threads, then restore the previous number.
+    Results can depend on the number of threads (sums are split differently), so a
+    training that must be reproducible fixes it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 LossFn = Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], dict[str, torch.Tensor]]
@@ -118,9 +132,8 @@ def fit(
                 break
             batch = tuple(t.to(device) for t in batch)
             terms = loss_fn(model, batch)
-            if not torch.isfinite(
-                terms["loss"]
-            ):  # stop before a NaN reaches the weights
+            # stop before a NaN (or an infinity) reaches the weights
+            if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(
                     f"{desc}: the loss is {float(terms['loss'])} at epoch {epoch}, batch "
                     f"{i + 1}; training stopped and nothing was cached. A smaller "
