@@ -392,3 +392,65 @@ def test_the_plain_autoencoder_has_the_main_vaes_networks(monkeypatch):
     assert repr(ae.encoder[:-1]) == repr(vae.encoder[:-1])
     assert ae.encoder[-1].out_features == vae.latent_dim
     assert vae.encoder[-1].out_features == 2 * vae.latent_dim
+
+
+class _StopAfter:
+    """A stand-in for the stop event that turns set after ``n`` looks."""
+
+    def __init__(self, n):
+        self.n, self.looks = n, 0
+
+    def is_set(self):
+        self.looks += 1
+        return self.looks > self.n
+
+
+def test_the_official_recipe_trains_until_it_is_told_to_stop(full_mode):
+    import threading
+
+    from vaecourse.vae import train_official_recipe
+
+    started, stop = threading.Event(), _StopAfter(5)
+    model = VAE(latent_dim=2, hidden=(8,))
+    before = [p.detach().clone() for p in model.parameters()]
+    images = torch.rand(64 * 10, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    history = train_official_recipe(model, images, started, stop, batch_size=64)
+    assert started.is_set()
+    # one look before the epoch and one after each step: the sixth, after step 5, stops it
+    assert [row["images"] for row in history] == [5 * 64]
+    assert history[0]["time"] > 0
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)
+    )
+
+
+def test_the_official_recipe_is_cached_under_the_main_vaes_key(monkeypatch):
+    """The official recipe trains for as long as the main VAE: its cache entry must change
+    whenever the main VAE's does, so it names the main VAE's whole configuration."""
+    import threading
+
+    from vaecourse import vae as vae_module
+
+    configs = {}
+
+    def record(name, model, train, config):
+        configs[name] = config
+
+    monkeypatch.setattr(vae_module, "train_cached", record)
+    monkeypatch.setattr(vae_module, "load_mnist", lambda split: (None, None))
+    vae_module.trained_main_vae()
+    vae_module.trained_official_recipe(threading.Event(), threading.Event())
+    assert configs["vae-official-recipe"]["beside vae-main"] == configs["vae-main"]
+
+
+def test_the_vae_chapter_trains_the_official_recipe_beside_the_main_vae():
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    nb = json.loads((root / "book" / "vae.ipynb").read_text())
+    code = "\n".join(
+        "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"
+    )
+    assert "with on_second_core(vaecourse.vae.trained_official_recipe)" in code
+    assert "# Also in vaecourse: vaecourse.vae.trained_official_recipe\n" in code
+    assert "# Also in vaecourse: vaecourse.vae.train_official_recipe\n" in code
