@@ -87,3 +87,19 @@ def test_tensors_come_back_after_the_job_has_exited():
     model = side.result()
     torch.manual_seed(0)
     assert torch.equal(model.weight, torch.nn.Linear(3, 2).weight)
+
+
+def test_a_job_the_second_process_cannot_import_is_refused_with_advice():
+    def local_job(started, stop):
+        return None
+
+    local_job.__module__ = "__main__"  # as for a function defined in a notebook cell
+    with pytest.raises(ValueError, match="at the top level of a module"):
+        with on_second_core(local_job):
+            pass
+
+
+def test_a_lambda_is_refused_too():
+    with pytest.raises(ValueError, match="at the top level of a module"):
+        with on_second_core(lambda started, stop: None):
+            pass

@@ -16,13 +16,13 @@ import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
 
+import torch
+
 from vaecourse.train import threads
 
 
 def _run_job(job, started, stop, results):
     # In the second process: one PyTorch thread, and every outcome reported back.
-    import torch
-
     torch.set_num_threads(1)
     try:
         # pickled here to plain bytes: through the queue, PyTorch would share tensors by
@@ -54,8 +54,9 @@ class SideJob:
             except queue.Empty:
                 if not self._process.is_alive():
                     raise RuntimeError(
-                        "the second process died without a result (exit code "
-                        f"{self._process.exitcode}); nothing it trained was cached"
+                        "the second process ended without a result (exit code "
+                        f"{self._process.exitcode}): it crashed or was killed; its "
+                        "messages went to the terminal that runs Python or Jupyter"
                     ) from None
         return self._outcome is not None
 
@@ -95,6 +96,16 @@ def on_second_core(job: Callable):
     interrupted), the job is killed instead, so a half-trained model is never cached.
     ``job`` must be importable (a function in a module), as the second process imports it.
     """
+    try:  # the second process finds the job by its module and name
+        importable = job.__module__ != "__main__" and bool(pickle.dumps(job))
+    except (AttributeError, TypeError, pickle.PicklingError):
+        importable = False  # a lambda, or a function defined inside another
+    if not importable:
+        raise ValueError(
+            "on_second_core needs a function that the second process can import by "
+            f"name, got {job!r}: define it with def at the top level of a module (a .py "
+            "file on the Python path), not in a notebook cell, a lambda or a function"
+        )
     side = SideJob(job)
     side._process.start()
     try:
