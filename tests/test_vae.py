@@ -320,18 +320,23 @@ def test_quick_mode_fits_the_schedules_to_the_quick_steps(monkeypatch):
     assert seen["total_steps"] == QUICK_BATCHES
 
 
+def vae_chapter_code():
+    """The code cells of the VAE chapter, joined."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    nb = json.loads((root / "book" / "vae.ipynb").read_text())
+    return "\n".join(
+        "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"
+    )
+
+
 @pytest.mark.parametrize("loader", ["trained_main_vae", "trained_plain_autoencoder"])
 def test_the_vae_chapter_trains_its_shared_models_with_the_loaders(loader):
     """Later chapters load the VAE chapter's main VAE and plain autoencoder through
     vaecourse's loaders. The chapter must show those very functions (the copy check holds
     them identical) and call them, or later chapters would retrain under another key."""
-    import json
-
-    root = Path(__file__).resolve().parents[1]
-    nb = json.loads((root / "book" / "vae.ipynb").read_text())
-    code = "\n".join(
-        "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"
-    )
+    code = vae_chapter_code()
     assert f"# Also in vaecourse: vaecourse.vae.{loader}\n" in code
     assert f"{loader}()" in code.replace(f"def {loader}()", "")
 
@@ -444,13 +449,7 @@ def test_the_official_recipe_is_cached_under_the_main_vaes_key(monkeypatch):
 
 
 def test_the_vae_chapter_trains_the_official_recipe_beside_the_main_vae():
-    import json
-
-    root = Path(__file__).resolve().parents[1]
-    nb = json.loads((root / "book" / "vae.ipynb").read_text())
-    code = "\n".join(
-        "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"
-    )
+    code = vae_chapter_code()
     assert "with on_second_core(vaecourse.vae.trained_official_recipe)" in code
     assert "# Also in vaecourse: vaecourse.vae.trained_official_recipe\n" in code
     assert "# Also in vaecourse: vaecourse.vae.train_official_recipe\n" in code
