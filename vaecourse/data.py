@@ -79,15 +79,14 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file next to ``path`` and rename it: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(
-                f.fileno(), 0o644
-            )  # mkstemp makes it private; the cache is not secret
+            # mkstemp makes the file private; the cache is not secret
+            os.fchmod(f.fileno(), 0o644)
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
@@ -224,7 +223,7 @@ def _idx_files() -> dict[str, bytes]:
     if files is None:
         files = _fetch(root, online=not os.environ.get("VAECOURSE_OFFLINE"))
         for name, data in files.items():
-            _write_atomic(root / name, data)
+            write_atomic(root / name, data)
     _MEMORY[key] = files
     return files
 

@@ -1,33 +1,26 @@
-"""Measuring tools for generative models of MNIST: a small classifier and what it measures.
+"""The instruments that measure generative models of MNIST: a classifier and its uses.
 
-The comparison chapter and the GAN chapter judge samples with the same instruments:
+The chapters judge decoded images and samples with the same instruments:
 
-- ``trained_classifier()``: a small convnet trained once on the 60,000 training images
-  (cached); ``classify`` gives its labels, ``features`` its penultimate layer.
+- ``Classifier``: a small convnet (the book's trained one is ``zoo.load("mnist-classifier")``);
+  ``classify`` gives its labels, ``features`` its penultimate layer;
 - ``frechet_distance``: the Fréchet distance between two Gaussians fitted to features (the
-  idea of the FID, here in the feature space of this MNIST classifier, not Inception's).
+  idea of the FID, here in the feature space of this MNIST classifier, not Inception's);
 - ``class_histogram``, ``class_coverage``, ``class_entropy``: which digits a sampler makes,
   to show mode collapse with numbers.
-- ``sampling_seconds_per_image``: the wall time a sampler needs per image.
 """
 
 from __future__ import annotations
 
-import math
-import time
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaecourse.cache import train_cached
-from vaecourse.data import load_mnist
-from vaecourse.train import QUICK_BATCHES, fit, quick_mode
+from vaecourse.plot import to_numpy
 
-CLASSIFIER_CONFIG = {"epochs": 2, "batch_size": 128, "lr": 3e-3, "seed": 0}
 N_CLASSES = 10
 
 
@@ -58,53 +51,14 @@ class Classifier(nn.Module):
         return self.head(self.body(x))
 
 
-def train_classifier(model, images, labels, *, epochs, batch_size, lr, seed):
-    """Cross-entropy with Adam and a one-cycle learning rate (short warm-up to ``lr``,
-    then cosine decay): a fast recipe that reaches high accuracy in two epochs."""
-    steps = epochs * -(-len(images) // batch_size)
-    if quick_mode():  # fit runs QUICK_BATCHES steps: the schedule must fit in them
-        steps = min(steps, QUICK_BATCHES)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=steps, pct_start=0.15
-    )
-
-    def loss_fn(model, batch):
-        x, y = batch
-        logits = model(x)
-        return {
-            "loss": F.cross_entropy(logits, y),
-            "error": (logits.argmax(1) != y).float().mean(),
-        }
-
-    return fit(
-        model,
-        loss_fn,
-        (images, labels),
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        schedule_every="batch",
-        seed=seed,
-        desc="MNIST classifier",
-    )
-
-
-def trained_classifier() -> Classifier:
-    """The book's measuring classifier, trained on all 60,000 training images (cached:
-    the first call trains it, later calls load it). Returned in eval mode."""
-    config = dict(CLASSIFIER_CONFIG)
-    torch.manual_seed(config["seed"])
-    model = Classifier()
-    images, labels = load_mnist("train")
-    train_cached(
-        "mnist-classifier",
-        model,
-        lambda m: train_classifier(m, images, labels, **config),
-        config,
-    )
-    return model.eval()
+def classifier_loss(model, batch):
+    """Cross-entropy of the logits against the labels, and the error rate."""
+    x, y = batch
+    logits = model(x)
+    return {
+        "loss": F.cross_entropy(logits, y),
+        "error": (logits.argmax(1) != y).float().mean(),
+    }
 
 
 def _check_images(images, name="images") -> torch.Tensor:
@@ -177,9 +131,7 @@ def accuracy(model: Classifier, images, labels) -> float:
 
 
 def _as_float64(x, name) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)
+    x = to_numpy(x).astype(np.float64)
     if not np.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
@@ -260,20 +212,6 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     return max(float(value), 0.0)
 
 
-def frechet_distance_of_images(
-    classifier: Classifier, images_a, images_b, batch_size: int = 1000
-) -> float:
-    """The Fréchet distance between the classifier's features of two sets of images.
-
-    With real training images as ``images_a`` and real test images as ``images_b`` it is
-    the baseline: the distance between two samples of the real distribution (use as many
-    images in each set as for the models compared, since the distance depends on N).
-    """
-    stats_a = feature_statistics(features(classifier, images_a, batch_size))
-    stats_b = feature_statistics(features(classifier, images_b, batch_size))
-    return frechet_distance(*stats_a, *stats_b)
-
-
 # --- Which digits a sampler makes ------------------------------------------------------
 
 
@@ -312,34 +250,3 @@ def class_entropy(counts) -> float:
     p = _check_histogram(counts)
     p = p[p > 0] / p.sum()
     return float(-(p * np.log(p)).sum())
-
-
-# --- Speed ---------------------------------------------------------------------------
-
-
-def sampling_seconds_per_image(
-    sample_fn: Callable[[int], torch.Tensor], n: int = 1000, repeats: int = 1
-) -> float:
-    """The wall time per image of ``sample_fn(n)``, which must return n images.
-
-    A first, untimed call warms up (memory allocation, lazy initialisation); then the
-    best of ``repeats`` timed calls, under ``torch.no_grad``, divided by n. The best, not
-    the mean, because other programs can only slow a run down. Example:
-    ``sampling_seconds_per_image(lambda n: gan.sample(model, n, seed=0))``.
-    """
-    if n < 1 or repeats < 1:
-        raise ValueError(f"n and repeats must be >= 1, got n={n}, repeats={repeats}")
-    best = math.inf
-    with torch.no_grad():
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            out = sample_fn(n)
-            seconds = time.perf_counter() - start
-            if len(out) != n:
-                raise ValueError(
-                    f"sample_fn({n}) returned {len(out)} images, not {n}: it must take "
-                    "the number of images to draw and return exactly that many"
-                )
-            if i > 0:  # call 0 is the warm-up
-                best = min(best, seconds)
-    return best / n

@@ -1,4 +1,4 @@
-"""Figures the chapters share: image grids, loss curves and latent scatters.
+"""Figures the chapters share: image grids and latent scatters.
 
 Each function draws on a matplotlib Axes (a new one if none is given) and returns it, so a
 chapter can combine them into its own figures.
@@ -11,15 +11,16 @@ import numpy as np
 import torch
 
 
+def to_numpy(x) -> np.ndarray:
+    """A tensor (any device, with or without a graph) or array-like as a NumPy array."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 def image_grid(
     images, nrow: int = 8, pad: int = 1, pad_value: float = 1.0
 ) -> np.ndarray:
     """Tile images of shape (N, 1, H, W) or (N, H, W) into one 2-D array, ``nrow`` per row."""
-    x = (
-        images.detach().cpu().numpy()
-        if isinstance(images, torch.Tensor)
-        else np.asarray(images)
-    )
+    x = to_numpy(images)
     if x.ndim == 4:
         if x.shape[1] != 1:
             raise ValueError(
@@ -62,31 +63,10 @@ def show_images(images, nrow: int = 8, ax=None, title: str | None = None, **kwar
     return ax
 
 
-def plot_history(history: list[dict], keys=None, ax=None, logy: bool = False):
-    """Loss curves per epoch from ``fit``'s history (train terms solid, ``val_`` dashed)."""
-    ax = ax or plt.figure(figsize=(5, 3)).gca()
-    epochs = [row["epoch"] for row in history]
-    keys = keys or [k for k in history[0] if k not in ("epoch", "seconds")]
-    for key in keys:
-        style = "--" if key.startswith("val_") else "-"
-        ax.plot(
-            epochs, [row[key] for row in history], style, marker="o", ms=3, label=key
-        )
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    if logy:
-        ax.set_yscale("log")
-    ax.legend(frameon=False)
-    return ax
-
-
 def latent_scatter(z, labels, ax=None, s: float = 2.0, title: str | None = None):
     """2-D codes coloured by digit class, with a legend (tab10: distinct in colour and
     in lightness, so the classes stay apart in greyscale too)."""
-    z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
-    labels = (
-        labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    )
+    z, labels = to_numpy(z), to_numpy(labels)
     if z.ndim != 2 or z.shape[1] != 2:
         raise ValueError(
             f"latent_scatter draws 2-D codes of shape (N, 2), got {z.shape}"

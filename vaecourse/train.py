@@ -1,8 +1,9 @@
-"""The training core: seeds, device, quick mode and one small fit loop.
+"""The training core: seeds, quick mode, threads, mixed precision and one small fit loop.
 
 ``fit`` is a plain PyTorch loop. The chapter supplies the model and a ``loss_fn`` that
-returns a dict of named loss terms; ``fit`` minimises ``terms["loss"]``, shows every term
-live in a progress bar and keeps a per-epoch history for plots.
+returns a dict of named loss terms; ``fit`` minimises ``terms["loss"]`` with Adam, owns
+the learning-rate schedule, shows every term live in a progress bar and keeps a per-epoch
+history for plots.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from vaecourse.data import batches
 
 QUICK_ENV = "VAECOURSE_QUICK"
-QUICK_BATCHES = 20  # batches per epoch in quick mode: enough to prove the code runs
+QUICK_BATCHES = 20  # training steps in quick mode: enough to prove the code runs
 
 
 def quick_mode() -> bool:
@@ -28,13 +29,16 @@ def quick_mode() -> bool:
     return os.environ.get(QUICK_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def pick_device() -> torch.device:
-    """CUDA if present, else Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def quick_steps(steps: int) -> int:
+    """``steps``, or at most ``QUICK_BATCHES`` of them in quick mode."""
+    return min(steps, QUICK_BATCHES) if quick_mode() else steps
+
+
+def total_steps(n: int, batch_size: int, epochs: int) -> int:
+    """How many optimizer steps ``fit`` takes on ``n`` items: ``epochs`` passes of
+    ceil(n / batch_size) batches, or one short epoch in quick mode."""
+    per_epoch = -(-n // batch_size)
+    return quick_steps(per_epoch) if quick_mode() else epochs * per_epoch
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -77,48 +81,69 @@ def fit(
     loss_fn: LossFn,
     train_data: tuple[torch.Tensor, ...],
     *,
-    epochs: int,
+    epochs: int | None,
     batch_size: int = 128,
     lr: float = 1e-3,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    schedule_every: str = "epoch",
+    warmup: float | None = None,
+    time_limit: float | None = None,
     val_data: tuple[torch.Tensor, ...] | None = None,
     seed: int = 0,
     desc: str = "training",
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Train ``model`` by minimising ``loss_fn(model, batch)["loss"]`` with Adam (or
-    ``optimizer``); return one dict per epoch with the mean of every term, ``val_`` terms
-    when ``val_data`` is given, and the epoch's wall time in ``seconds``.
+    """Train ``model`` by minimising ``loss_fn(model, batch)["loss"]`` with Adam; return
+    one dict per epoch with the mean of every term, ``val_`` terms when ``val_data`` is
+    given, the images seen and the epoch's wall time in ``seconds``.
 
-    ``train_data`` is a tuple of tensors sliced together into batches (for example
-    ``(images,)`` or ``(images, labels)``); batches are moved to the model's device.
-    ``scheduler`` steps once per epoch, or once per batch with
-    ``schedule_every="batch"`` (warm-up and cosine schedules such as OneCycleLR).
-    In quick mode it runs one epoch of at most ``QUICK_BATCHES`` batches.
+    ``train_data`` is a tuple of tensors sliced together into shuffled batches (for
+    example ``(images,)`` or ``(images, labels)``).
+
+    - Learning rate: constant, or with ``warmup`` = f the one-cycle schedule: it rises to
+      ``lr`` over the first fraction f of the steps, then decays along a cosine to almost
+      0 at the last step (PyTorch's OneCycleLR, stepped after every batch).
+    - ``time_limit``: stop once training has run that many seconds (``epochs`` may then
+      be None: as many as fit in the time).
+    - Quick mode: one epoch of at most ``QUICK_BATCHES`` batches, the schedule fitted to
+      them (with at least two warm-up steps).
     """
-    if schedule_every not in ("epoch", "batch"):
+    if epochs is None and time_limit is None:
+        raise ValueError("fit needs epochs, a time_limit, or both")
+    if warmup is not None and (epochs is None or not 0 < warmup < 1):
         raise ValueError(
-            f'schedule_every must be "epoch" or "batch", got {schedule_every!r}'
+            f"warmup is a fraction of the steps in (0, 1) and needs epochs, got {warmup}"
+        )
+    n_batches = -(-len(train_data[0]) // batch_size)
+    if quick_mode():
+        epochs, n_batches = 1, quick_steps(n_batches)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    scheduler = None
+    steps = total_steps(len(train_data[0]), batch_size, epochs) if epochs else 0
+    if warmup is not None and steps > 2:
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=lr,
+            total_steps=steps,
+            # at least two warm-up steps: a short (quick) run still has both phases
+            pct_start=max(warmup, 2 / steps),
+            cycle_momentum=False,
         )
     device = next(model.parameters()).device
-    # fused: one kernel for the whole update, several times faster than the default
-    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    quick = quick_mode()
-    epochs = min(epochs, 1) if quick else epochs
-    n_batches = -(-len(train_data[0]) // batch_size)
-    if quick:
-        n_batches = min(n_batches, QUICK_BATCHES)
     history = []
     # In the built book a bar would be frozen mid-way; there, one printed line per epoch.
     lines = progress and os.environ.get("VAECOURSE_PROGRESS") == "lines"
     bar = tqdm(
-        total=epochs * n_batches, desc=desc, disable=not progress or lines, leave=True
+        total=epochs * n_batches if epochs else None,
+        desc=desc,
+        disable=not progress or lines,
+        leave=True,
     )
-    for epoch in range(1, epochs + 1):
+    start_all = time.perf_counter()
+    out_of_time = False
+    epoch = 0
+    while not out_of_time and (epochs is None or epoch < epochs):
+        epoch += 1
         model.train()
         start = time.perf_counter()
         sums: dict[str, float] = {}
@@ -142,7 +167,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
-            if scheduler is not None and schedule_every == "batch":
+            if scheduler is not None:
                 scheduler.step()
             n = len(batch[0])
             seen += n
@@ -153,8 +178,9 @@ def fit(
                 bar.set_postfix(
                     {k: f"{v / seen:.4g}" for k, v in sums.items()}, refresh=False
                 )
-        if scheduler is not None and schedule_every == "epoch":
-            scheduler.step()
+            if time_limit is not None and time.perf_counter() - start_all > time_limit:
+                out_of_time = True
+                break
         row = {"epoch": epoch, **{k: v / seen for k, v in sums.items()}}
         # images seen, with ``seconds``: the training throughput the bench reports
         row["images"] = seen
@@ -169,8 +195,9 @@ def fit(
                 for k, v in row.items()
                 if k not in ("epoch", "seconds", "images")
             )
+            of = f"/{epochs}" if epochs else ""
             print(
-                f"{desc}: epoch {epoch}/{epochs}: {terms} ({row['seconds']:.1f} s)",
+                f"{desc}: epoch {epoch}{of}: {terms} ({row['seconds']:.1f} s)",
                 flush=True,
             )
         bar.set_postfix(

@@ -1,4 +1,5 @@
-"""The linear-Gaussian latent-variable model (probabilistic PCA, Tipping & Bishop 1999).
+"""The chapter "Latent variables and the ELBO": the linear-Gaussian latent-variable model
+(probabilistic PCA, Tipping & Bishop 1999).
 
     z ~ N(0, I_k),    x | z ~ N(W z + b, σ² I_d)
 
@@ -15,11 +16,9 @@ thousands of nats and the differences that matter are small.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-LOG_2PI = math.log(2 * math.pi)
+from vaecourse.prob import LOG_2PI
 
 
 def check_model(W: torch.Tensor, b: torch.Tensor, sigma2) -> None:

@@ -1,7 +1,10 @@
-"""The reference autoencoder and the measurements of the autoencoder chapter.
+"""The chapter "Autoencoders": its models and losses, and its measuring tools.
 
-- ``Autoencoder``: the MLP autoencoder that later chapters compare against (the chapter
-  "Autoencoders" writes out the same class);
+- ``mlp`` and ``Autoencoder``: the MLP builder and the reference autoencoder that later
+  chapters build on; ``ConvAutoencoder``, ``TiedAutoencoder`` and the linear autoencoder
+  (``LinearAutoencoder``, ``linear_loss``, ``train_linear``) of the chapter's comparisons,
+  and its two losses, ``bce_loss`` and ``mse_loss`` (the chapter writes them out; a test
+  keeps the copies identical);
 - ``psnr`` and ``code_bits``: distortion in decibels and the cost in bits of entropy-coding
   quantized codes, for rate-distortion curves;
 - ``encoded_bits``: real JPEG and PNG byte counts (Pillow) of MNIST images;
@@ -15,35 +18,161 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from vaecourse.train import quick_steps
+
+
+def mlp(sizes, activation=nn.ReLU):
+    """Linear layers of the given sizes with ``activation`` between them (not after the
+    last): a plain ``nn.Sequential``, which the browser explorers can run as it is."""
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"mlp needs at least two layer sizes, all >= 1; got {sizes}")
+    layers = [nn.Linear(sizes[0], sizes[1])]
+    for n_in, n_out in zip(sizes[1:-1], sizes[2:], strict=True):
+        layers += [activation(), nn.Linear(n_in, n_out)]
+    return nn.Sequential(*layers)
 
 
 class Autoencoder(nn.Module):
     """An MLP autoencoder: 784 -> hidden... -> latent -> reversed(hidden)... -> 784.
 
-    ReLU between layers, a linear code (no activation on the bottleneck), and a sigmoid
-    output, so every reconstructed pixel is in [0, 1].
+    ``activation`` between the layers and a linear code (no activation on the
+    bottleneck). The decoder outputs 784 logits; ``decode`` turns them into images
+    through a sigmoid, so every reconstructed pixel is in (0, 1).
     """
 
-    def __init__(self, latent: int = 32, hidden: tuple[int, ...] = (256,)):
+    def __init__(self, latent=32, hidden=(256,), activation=nn.ReLU):
         super().__init__()
-        if latent < 1 or any(h < 1 for h in hidden):
-            raise ValueError(f"layer sizes must be >= 1, got {latent=}, {hidden=}")
-        down = [784, *hidden]
-        layers = [nn.Flatten()]
-        for a, b in zip(down[:-1], down[1:], strict=True):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        self.encoder = nn.Sequential(*layers, nn.Linear(down[-1], latent))
-        up = [latent, *reversed(hidden)]
-        layers = []
-        for a, b in zip(up[:-1], up[1:], strict=True):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        self.decoder = nn.Sequential(
-            *layers, nn.Linear(up[-1], 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28))
-        )
+        self.encoder = mlp([784, *hidden, latent], activation)
+        self.decoder = mlp([latent, *reversed(hidden), 784], activation)
+
+    def encode(self, x):
+        return self.encoder(x.flatten(1))
+
+    def decode(self, z):
+        return torch.sigmoid(self.decoder(z)).view(-1, 1, 28, 28)
 
     def forward(self, x):
-        return self.decoder(self.encoder(x))
+        return self.decode(self.encode(x))
+
+
+class ConvAutoencoder(nn.Module):
+    """Two strided convolutions down to a code of ``latent`` numbers, and two transposed
+    convolutions back up to a 28 x 28 image in (0, 1)."""
+
+    def __init__(self, latent=32):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 8, 3, stride=2, padding=1),  # 8 x 14 x 14
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),  # 16 x 7 x 7
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(16 * 7 * 7, latent),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, 16 * 7 * 7),
+            nn.ReLU(),
+            nn.Unflatten(1, (16, 7, 7)),
+            nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1),  # 8 x 14 x 14
+            nn.ReLU(),
+            nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1),  # 1 x 28 x 28
+            nn.Sigmoid(),
+        )
+
+    def encode(self, x):
+        return self.encoder(x)
+
+    def decode(self, z):
+        return self.decoder(z)
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
+class TiedAutoencoder(nn.Module):
+    """The vanilla autoencoder with W' = Wᵀ: one weight matrix, used both ways."""
+
+    def __init__(self, latent=32):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(latent, 784) / 784**0.5)
+        self.bias = nn.Parameter(torch.zeros(latent))
+        self.output_bias = nn.Parameter(torch.zeros(784))
+
+    def encode(self, x):
+        return x.flatten(1) @ self.weight.T + self.bias
+
+    def decode(self, z):
+        return torch.sigmoid(z @ self.weight + self.output_bias).view(-1, 1, 28, 28)
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
+def bce_loss(model, batch):
+    """Binary cross-entropy per pixel (the loss), and the MSE (tracked)."""
+    (x,) = batch
+    x_hat = model(x)
+    return {"loss": F.binary_cross_entropy(x_hat, x), "mse": F.mse_loss(x_hat, x)}
+
+
+def mse_loss(model, batch):
+    """Mean squared error per pixel (the loss), and the BCE (tracked)."""
+    (x,) = batch
+    x_hat = model(x)
+    return {"loss": F.mse_loss(x_hat, x), "bce": F.binary_cross_entropy(x_hat, x)}
+
+
+class LinearAutoencoder(nn.Module):
+    """x_hat = mean + W_dec W_enc (x - mean): no activation, no bias."""
+
+    def __init__(self, latent):
+        super().__init__()
+        self.register_buffer(
+            "mean", torch.zeros(784)
+        )  # set from the data: train_linear
+        self.encoder = nn.Linear(784, latent, bias=False)
+        self.decoder = nn.Linear(latent, 784, bias=False)
+
+    def forward(self, x):
+        z = self.encoder(x.flatten(1) - self.mean)
+        return (self.decoder(z) + self.mean).view_as(x)
+
+
+def linear_loss(model, cov):
+    """The linear autoencoder's per-pixel MSE on a whole data set, from the data's
+    covariance ``cov``: O(k d²) per step instead of O(N k d)."""
+    w_enc, w_dec = model.encoder.weight, model.decoder.weight
+    enc_cov = w_enc @ cov  # k x d
+    return (
+        torch.trace(cov)
+        - 2 * torch.trace(enc_cov @ w_dec)
+        + torch.trace((w_dec.T @ w_dec) @ (enc_cov @ w_enc.T))
+    ) / 784
+
+
+def train_linear(model, images, *, steps, lr):
+    """Full-batch Adam on ``linear_loss`` over ``images``, the learning rate decaying to
+    zero along a cosine over ``steps`` steps; the model's mean is the images' mean."""
+    flat = images.flatten(1).double()
+    model.mean.copy_(flat.mean(0))
+    centred = flat - flat.mean(0)
+    cov = (centred.T @ centred / len(flat)).float()
+    steps = quick_steps(steps)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    history = []
+    for step in range(1, steps + 1):
+        loss = linear_loss(model, cov)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 100 == 0 or step == steps:
+            history.append({"step": step, "loss": loss.item()})
+    return history
 
 
 def psnr(mse) -> float:

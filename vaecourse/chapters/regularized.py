@@ -1,8 +1,8 @@
-"""Regularized autoencoders: a one-hidden-layer sigmoid autoencoder and the
-penalties that the chapter "Regularized autoencoders" adds to its reconstruction loss.
+"""The chapter "Regularized autoencoders": a one-hidden-layer sigmoid autoencoder, the
+penalties the chapter adds to its reconstruction loss, and the losses it trains with.
 
-The chapter writes each of these out where the reader sees it; later chapters import
-them from here. The closed-form contractive penalty holds only for the sigmoid encoder
+The chapter writes each of these out where the reader sees it (a test keeps the copies
+identical); the book's trained models (``vaecourse.zoo``) use them from here. The closed-form contractive penalty holds only for the sigmoid encoder
 of ``SigmoidAutoencoder``; ``jacobian_frobenius_sq`` computes the same quantity with
 autograd for any encoder, which is how the closed form is checked.
 """
@@ -10,9 +10,16 @@ autograd for any encoder, which is how the closed form is checked.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from vaecourse.divergences import bernoulli_kl
+from vaecourse.chapters.kl import bernoulli_kl
+
+L1_WEIGHT = 1.0  # lambda of the L1 penalty
+RHO = 0.05  # the KL penalty's target mean activation
+KL_WEIGHT = 3.0  # beta of the KL penalty
+CAE_WEIGHT = 0.5  # lambda of the contractive penalty
+TOY_SIGMA = 0.3  # the noise of the two-dimensional denoising example
 
 
 class SigmoidAutoencoder(nn.Module):
@@ -80,3 +87,59 @@ def jacobian_frobenius_sq(encode, x):
 
     jac = vmap(jacrev(one))(flat)
     return (jac**2).sum(dim=(1, 2))
+
+
+def bce(logits, x):
+    """Binary cross-entropy summed over the pixels, averaged over the batch: nats per
+    image."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+
+
+def plain_loss(model, batch):
+    """The plain autoencoder: reconstruction only."""
+    (x,) = batch
+    z, logits = model(x)
+    rec = bce(logits, x)
+    return {"loss": rec, "rec": rec}
+
+
+def l1_loss(model, batch, weight=L1_WEIGHT):
+    """Reconstruction + weight · Σ_j |z_j|, averaged over the batch."""
+    (x,) = batch
+    z, logits = model(x)
+    rec = bce(logits, x)
+    penalty = weight * z.abs().sum(dim=1).mean()
+    return {"loss": rec + penalty, "rec": rec, "l1": penalty}
+
+
+def kl_loss(model, batch, rho=RHO, weight=KL_WEIGHT):
+    """Reconstruction + weight · Σ_j KL(Ber(rho) ‖ Ber(rho_hat_j))."""
+    (x,) = batch
+    z, logits = model(x)
+    rec = bce(logits, x)
+    penalty = weight * sparsity_kl(z, rho)
+    return {"loss": rec + penalty, "rec": rec, "kl": penalty}
+
+
+def denoising_loss(model, batch, corrupt):
+    """Reconstruct the clean image from ``corrupt(image)``."""
+    (x,) = batch
+    z, logits = model(corrupt(x))  # the encoder sees the corrupted image ...
+    rec = bce(logits, x)  # ... the loss compares with the clean one
+    return {"loss": rec, "rec": rec}
+
+
+def contractive_loss(model, batch, weight=CAE_WEIGHT):
+    """Reconstruction + weight · ‖J_f(x)‖²_F, averaged over the batch."""
+    (x,) = batch
+    z, logits = model(x)
+    rec = bce(logits, x)
+    penalty = weight * contractive_penalty(z, model.encoder.weight).mean()
+    return {"loss": rec + penalty, "rec": rec, "jacobian": penalty}
+
+
+def toy_loss(model, batch, sigma=TOY_SIGMA):
+    """Denoising in the plane: squared distance from r(x + sigma · eps) to x."""
+    (x,) = batch
+    rec = ((model(x + sigma * torch.randn_like(x)) - x) ** 2).sum(dim=1).mean()
+    return {"loss": rec}

@@ -1,8 +1,8 @@
 """Denoising diffusion probabilistic models (DDPM) on MNIST.
 
-The chapter "Diffusion models (DDPM)" writes these out and explains them; the comparison
-chapter imports ``trained_ddpm`` and ``sample`` to measure the trained models without
-retraining them. Conventions: steps are numbered t = 1, ..., T and every per-step array
+The chapter "Diffusion models (DDPM)" writes these out and explains them (a test keeps
+the copies identical); its trained models are ``vaecourse.zoo``'s ``ddpm-*`` and
+``latent-ddpm-*``, and ``sample`` draws images from one. Conventions: steps are numbered t = 1, ..., T and every per-step array
 has T + 1 entries so that index t is step t (entry 0 is step 0: beta = 0, alpha_bar = 1).
 Images are scaled from [0, 1] to [-1, 1] for the diffusion and back for display.
 """
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaecourse.data import binarize_static
 from vaecourse.train import fit
 
 
@@ -191,22 +192,16 @@ def train_ddpm(
     progress=True,
 ):
     """Train on grey ``images`` in [0, 1] (scaled to [-1, 1]) with the simple loss; the
-    learning rate warms up to ``lr`` and decays to almost 0 (OneCycleLR). Returns
-    ``fit``'s history."""
-    steps = epochs * -(-len(images) // batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=steps, pct_start=0.05, cycle_momentum=False
-    )
+    learning rate warms up to ``lr`` over 5% of the steps and decays to almost 0
+    (``fit``'s one-cycle schedule). Returns ``fit``'s history."""
     return fit(
         model,
         lambda model, batch: {"loss": ddpm_loss(model, 2 * batch[0] - 1).mean()},
         (images,),
         epochs=epochs,
         batch_size=batch_size,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        schedule_every="batch",
+        lr=lr,
+        warmup=0.05,
         seed=seed,
         desc=desc,
         progress=progress,
@@ -252,57 +247,11 @@ def sample(model, n, seed=0, clip=True, keep=(), shape=(1, 28, 28)):
     return images
 
 
-# The chapter's two final models: the same denoiser and training, two schedules. Batches
-# of 256 keep the CPU's matrix products efficient (several times the images per second of
-# batches of 64), so two passes over the training set fit in the chapter's budget.
-T_STEPS = 200
-TRAIN_IMAGES = 60000
-EPOCHS = 2
-BATCH_SIZE = 256
-LR = 2e-3
-
-
-def trained_ddpm(schedule="cosine", images=None, with_history=False):
-    """The chapter's trained DDPM for ``schedule`` ("linear" or "cosine"), from the
-    checkpoint cache (trained on the first run, with exactly the chapter's settings).
-    With ``with_history``, returns (model, the cache's Trained record)."""
-    from vaecourse.cache import train_cached
-    from vaecourse.data import load_mnist
-
-    torch.manual_seed(0)
-    model = DDPM(schedule, T=T_STEPS)
-    if images is None:
-        images = load_mnist("train")[0]
-    config = {
-        "schedule": schedule,
-        "T": T_STEPS,
-        "train_images": TRAIN_IMAGES,
-        "epochs": EPOCHS,
-        "batch_size": BATCH_SIZE,
-        "lr": LR,
-        "seed": 0,
-    }
-    trained = train_cached(
-        f"ddpm-{schedule}",
-        model,
-        lambda m: train_ddpm(
-            m,
-            images[:TRAIN_IMAGES],
-            epochs=EPOCHS,
-            batch_size=BATCH_SIZE,
-            lr=LR,
-            desc=f"DDPM, {schedule} schedule",
-        ),
-        config,
-    )
-    return (model, trained) if with_history else model
-
-
 # Latent diffusion: the same DDPM over the 32 numbers of the VAE chapter's codes instead
 # of the 784 pixels. Codes are scaled into [-1, 1], the pixels' range, so the sampler and
 # its clipping apply unchanged.
-LATENT_EPOCHS = 10
-LATENT_HIDDEN = 256
+T_STEPS = 200  # the chapter's number of diffusion steps
+LATENT_HIDDEN = 256  # the width of the latent DDPM's denoiser
 
 
 class LatentDDPM(nn.Module):
@@ -324,8 +273,6 @@ class LatentDDPM(nn.Module):
 
 def vae_codes(vae, images, batch_size=10_000):
     """Posterior means of ``images`` binarized once (seed 0), as the VAE saw binary ones."""
-    from vaecourse.data import binarize_static
-
     with torch.no_grad():
         return torch.cat(
             [
@@ -343,50 +290,16 @@ def decode_latent_samples(model, decoder, n, seed=0):
         return torch.sigmoid(decoder(s * model.scale + model.center)).view(n, 1, 28, 28)
 
 
-def weights_fingerprint(model):
-    """A short hash of a model's weights, for cache keys of models trained on its output."""
-    import hashlib
-
-    flat = torch.cat(
-        [v.detach().flatten().float() for v in model.state_dict().values()]
+def train_latent_ddpm(model, codes, *, epochs, batch_size=256, lr=2e-3, desc="latent"):
+    """Scale the ``codes`` into [-1, 1] (the model keeps the scaling) and train the
+    model's DDPM on them; returns ``fit``'s history."""
+    scaled = model.fit_scaling(codes)
+    # train_ddpm maps [0, 1] to [-1, 1]: hand it (scaled + 1) / 2
+    return train_ddpm(
+        model.ddpm,
+        (scaled + 1) / 2,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        desc=desc,
     )
-    return hashlib.sha256(flat.numpy().tobytes()).hexdigest()[:16]
-
-
-def trained_latent_ddpm(vae, schedule="linear"):
-    """The diffusion chapter's latent DDPM for ``schedule`` over the codes of ``vae``
-    (the VAE chapter's main model, ``vaecourse.vae.trained_main_vae()``), from the cache."""
-    from vaecourse.cache import train_cached
-    from vaecourse.data import load_mnist
-
-    torch.manual_seed(0)
-    model = LatentDDPM(schedule, dim=vae.latent_dim)
-
-    def train(m):
-        codes = m.fit_scaling(vae_codes(vae, load_mnist("train")[0]))
-        return train_ddpm(  # train_ddpm maps [0, 1] to [-1, 1]: hand it (codes + 1) / 2
-            m.ddpm,
-            (codes + 1) / 2,
-            epochs=LATENT_EPOCHS,
-            batch_size=BATCH_SIZE,
-            lr=LR,
-            desc=f"latent DDPM, {schedule} schedule",
-        )
-
-    model.trained = train_cached(
-        f"latent-ddpm-{schedule}",
-        model,
-        train,
-        {
-            "schedule": schedule,
-            "T": T_STEPS,
-            "hidden": LATENT_HIDDEN,
-            "epochs": LATENT_EPOCHS,
-            "batch_size": BATCH_SIZE,
-            "lr": LR,
-            "codes": "posterior means of binarize_static(train images, seed 0)",
-            "vae": weights_fingerprint(vae),  # new VAE weights, new latent DDPM
-            "seed": 0,
-        },
-    )
-    return model

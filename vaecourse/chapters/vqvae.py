@@ -3,9 +3,8 @@
 The chapter "The VQ-VAE" writes out the quantizer, the straight-through gradient, the two
 codebook losses, the perplexity, the dead-code revival and the model; this module holds
 the same code (a test keeps the copies identical) plus the training loop and the priors
-over code indices, so that later chapters (the comparison) can load the trained models
-from the checkpoint cache with ``trained_vqvae()`` and ``trained_prior()`` and draw
-images with ``sample()``.
+over code indices. The trained models are ``vaecourse.zoo``'s ``vqvae-*``; ``sample``
+draws images from one with a prior.
 
 Shapes: images (B, 1, 28, 28) in [0, 1]; encoder outputs z_e and quantized codes z_q
 (B, D, 7, 7); code indices (B, 7, 7) in 0..K-1; a codebook (K, D).
@@ -19,9 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaecourse.cache import train_cached
-from vaecourse.data import load_mnist, train_val_split
-from vaecourse.train import QUICK_BATCHES, fit, quick_mode, seed_everything
+from vaecourse.train import fit, total_steps
 
 
 def quantize(z_e, codebook):
@@ -156,6 +153,9 @@ def train_vqvae(
             f"revive_every must be >= 0 and trace_every >= 1, got {revive_every}, "
             f"{trace_every}"
         )
+    steps = total_steps(len(images), batch_size, epochs)  # a short run (quick mode):
+    trace_every = min(trace_every, max(1, steps // 4))  # still a few trace points
+    revive_every = min(revive_every, max(1, steps // 2))  # and a revival
     k = model.num_codes
     state = {
         "step": 0,
@@ -318,73 +318,6 @@ def train_prior(prior, indices, *, epochs, batch_size=256, lr=2e-3, seed=0):
     )
 
 
-# The chapter's final models: its settings, shared with the comparison chapter.
-VQVAE_ARGS = {"num_codes": 128, "code_dim": 16, "hidden": 16}
-VQVAE_CONFIG = {
-    "epochs": 1,
-    "batch_size": 128,
-    "lr": 3e-3,
-    "beta": 0.25,
-    "revive_every": 100,
-    "trace_every": 25,
-    "seed": 0,
-}
-PRIOR_ARGS = {"embed": 8, "hidden": 128}
-PRIOR_CONFIG = {"epochs": 2, "batch_size": 256, "lr": 3e-3, "seed": 0}
-
-
-def _fit_images():
-    images, labels = load_mnist("train")
-    (fit_x, _), _ = train_val_split(images, labels)
-    return fit_x
-
-
-def trained_vqvae(
-    revive_every=VQVAE_CONFIG["revive_every"], num_codes=VQVAE_ARGS["num_codes"]
-):
-    """The chapter's VQ-VAE (with dead-code revival, or without for ``revive_every=0``;
-    with another codebook size for the chapter's sweep of ``num_codes``), from the
-    checkpoint cache, trained on the 50,000 training images if absent.
-    Returns (model, the ``Trained`` record with its history)."""
-    config = {**VQVAE_CONFIG, "revive_every": revive_every}
-    if quick_mode():  # fit runs QUICK_BATCHES steps: trace and revive within them
-        config["trace_every"] = QUICK_BATCHES // 4
-        config["revive_every"] = min(revive_every, QUICK_BATCHES // 2)
-    seed_everything(config["seed"])
-    model = VQVAE(**{**VQVAE_ARGS, "num_codes": num_codes})
-    name = "vqvae-revive" if revive_every else "vqvae-plain"
-    run = train_cached(
-        name,
-        model,
-        lambda m: train_vqvae(m, _fit_images(), desc=name, **config),
-        config,
-    )
-    return model, run
-
-
-def trained_prior(model):
-    """The chapter's autoregressive prior over ``model``'s training codes (the codes of
-    the 50,000 training images), from the cache or trained. Returns (prior, record)."""
-    seed_everything(PRIOR_CONFIG["seed"])
-    prior = CodePrior(model.num_codes, 49, seed=PRIOR_CONFIG["seed"], **PRIOR_ARGS)
-    # the key names the VQ-VAE whose codes the prior models
-    fingerprint = float(sum(p.double().sum() for p in model.state_dict().values()))
-    run = train_cached(
-        "vqvae-prior",
-        prior,
-        lambda p: train_prior(
-            p,
-            encode_indices(model, _fit_images()),
-            epochs=PRIOR_CONFIG["epochs"],
-            batch_size=PRIOR_CONFIG["batch_size"],
-            lr=PRIOR_CONFIG["lr"],
-            seed=PRIOR_CONFIG["seed"],
-        ),
-        {**PRIOR_CONFIG, "vqvae": f"{fingerprint:.6e}"},
-    )
-    return prior, run
-
-
 @torch.no_grad()
 def sample(model, prior, n, seed=0):
     """n images (n, 1, 28, 28) in [0, 1]: code grids drawn from ``prior`` (a CodePrior,
@@ -401,24 +334,3 @@ def sample(model, prior, n, seed=0):
             probs.repeat(n, 1), 1, replacement=True, generator=gen
         ).view(n, -1)
     return decode_indices(model, codes.view(n, side, side))
-
-
-__all__ = [
-    "CodePrior",
-    "MaskedLinear",
-    "VQVAE",
-    "categorical_prior",
-    "decode_indices",
-    "encode_indices",
-    "perplexity",
-    "quantize",
-    "revive_dead_codes",
-    "sample",
-    "straight_through",
-    "train_prior",
-    "train_vqvae",
-    "trained_prior",
-    "trained_vqvae",
-    "vq_losses",
-    "vqvae_loss",
-]

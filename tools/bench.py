@@ -13,10 +13,9 @@ checkpoint caches, exactly as a reader's first `make book` would:
 6. the training loop's overhead over a bare PyTorch loop, side by side in one process.
 
 The report goes to ``_build/bench/report.md`` and ``report.json``, with every target marked
-met or missed. This is tooling, not book content: like build.py it is left out of the
-chapters' freshness digest.
+met or missed. This is the maintainers' tooling, outside the installed package.
 
-    python -m vaecourse.bench [--skip-test] [--keep]
+    python -m tools.bench [--skip-test] [--keep]
 """
 
 from __future__ import annotations
@@ -37,10 +36,10 @@ import threading
 import time
 from pathlib import Path
 
-from vaecourse import build
+from tools import build
 
 OUT = build.ROOT / "_build" / "bench"
-TARGETS = {  # issue 7, on a 2-core CPU
+TARGETS = {  # on a 2-core CPU
     "cold_book_minutes": 25.0,
     "warm_book_minutes": 2.0,
     "test_minutes": 15.0,
@@ -167,7 +166,7 @@ def browser_figures(html: Path) -> dict:
             pages[entry] = weight
             timing = page.evaluate(
                 """() => Object.entries(window.vaecourseExplorers || {}).map(([id, ex]) => {
-                    const n = 200, dim = ex.latentDim || 2;
+                    const n = 200, dim = 2;  // the site explorer's plane
                     const t0 = performance.now();
                     for (let i = 0; i < n; i++)
                         ex.decode(Array.from({length: dim}, (_, j) => Math.sin(i + j)));

@@ -1,28 +1,36 @@
 """Maintainers' tooling: execute stale chapters, check freshness, keep the README in step.
 
 A chapter's committed outputs are *fresh* when they were produced, in full mode, by the
-current code: its code cells and the ``vaecourse`` package. The executor stores a digest of
-those inputs in the notebook's metadata; ``check`` recomputes it.
+current code: its own code cells, the package modules it imports (followed through their
+imports), and the recipes of the trained models it loads (``vaecourse.zoo``: each
+recipe's digest covers its settings and the source of the code that trains it). The
+executor stores the digests in the notebook's metadata; ``check`` recomputes them. So a
+fix to the explorer re-executes only the chapters that show an explorer.
 
-    python -m vaecourse.build execute [NOTEBOOK ...]   # run stale chapters (or those named)
-    python -m vaecourse.build check                    # exit 1 if any chapter is stale
-    python -m vaecourse.build readme                   # rewrite the README's chapter table
+    python -m tools.build execute [NOTEBOOK ...]   # run stale chapters (or those named)
+    python -m tools.build check                    # exit 1 if any chapter is stale
+    python -m tools.build readme                   # rewrite the README's chapter table
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
+import json
 import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = Path(__file__).resolve().parent
-TOOLING = ("build.py", "bench.py")  # maintainers' tools: no chapter imports them
+PACKAGE = "vaecourse"
+# The registry of trained models: a chapter depends on the recipes it loads (recorded
+# when it runs), not on every model of the book, so imports are not followed past it.
+REGISTRY = "vaecourse.zoo"
 README_START, README_END = "<!-- chapters:start -->", "<!-- chapters:end -->"
 
 
@@ -57,20 +65,87 @@ def colab_url(notebook: Path) -> str:
     return f"{colab}/github/{repo}/blob/{cfg['repository']['branch']}/{rel}"
 
 
-def inputs_digest(nb) -> str:
-    """SHA-256 of what a chapter's outputs depend on: its code and the package code it
-    can import (everything in ``vaecourse`` but the maintainers' ``TOOLING``)."""
-    h = hashlib.sha256()
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            h.update(b"\0cell\0" + cell.source.encode())
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name in TOOLING:
+def imported_modules(source: str, root: Path = ROOT) -> set[str]:
+    """The vaecourse modules that Python ``source`` imports, wherever the import
+    statement stands (a function body too): ``from vaecourse import zoo`` names
+    ``vaecourse.zoo``, ``from vaecourse.chapters.vae import VAE`` names
+    ``vaecourse.chapters.vae``. Notebook magics (``%pip``) are skipped."""
+    code = re.sub(r"^(\s*)[%!].*$", r"\1pass", source, flags=re.M)
+    found = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
             continue
+        found |= {
+            n
+            for n in names
+            if n.split(".")[0] == PACKAGE and module_file(n, root) is not None
+        }
+    return found
+
+
+def module_file(module: str, root: Path = ROOT) -> Path | None:
+    """The file of a vaecourse module or package under ``root``, or None."""
+    path = root.joinpath(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_closure(modules: set[str], root: Path = ROOT) -> set[str]:
+    """``modules``, their parent packages (importing a module runs them) and everything
+    they import, transitively; the registry's own imports are not followed."""
+    todo, seen = list(modules), set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        if module != REGISTRY:
+            todo += imported_modules(module_file(module, root).read_text(), root)
+    return seen
+
+
+def inputs_digest(nb, root: Path = ROOT) -> str:
+    """SHA-256 of what a chapter's outputs depend on besides its trained models: its
+    code cells and the files of the vaecourse modules it imports, transitively (with a
+    package's data files, such as the explorer's script). The registry ``zoo.py`` is
+    not hashed: the recipes of the models the chapter loads are (``model_digests``)."""
+    h = hashlib.sha256()
+    cells = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    for source in cells:
+        h.update(b"\0cell\0" + source.encode())
+    modules = module_closure(
+        set().union(*(imported_modules(c, root) for c in cells)), root
+    )
+    files = set()
+    for module in modules - {REGISTRY}:
+        path = module_file(module, root)
+        files.add(path)
+        if path.name == "__init__.py":  # a package: its data files too
+            files |= {p for p in path.parent.iterdir() if p.suffix in DATA_FILES}
+    for path in sorted(files):
         h.update(
-            f"\0{path.relative_to(PACKAGE).as_posix()}\0".encode() + path.read_bytes()
+            f"\0{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes()
         )
     return h.hexdigest()
+
+
+DATA_FILES = (".js", ".css", ".html")
+
+
+def model_digests(names) -> dict[str, str]:
+    """The current digest of each named recipe of the zoo (None for a name it no longer
+    has)."""
+    from vaecourse import zoo
+
+    return {n: zoo.RECIPES[n].digest() if n in zoo.RECIPES else None for n in names}
 
 
 def read(path: Path):
@@ -86,7 +161,11 @@ def staleness(path: Path) -> str | None:
     if stamp.get("mode") != "full":
         return "never executed in full mode by `make book`"
     if stamp.get("inputs_sha256") != inputs_digest(nb):
-        return "its code or the vaecourse package changed since it was executed"
+        return "its code or a vaecourse module it imports changed since it was executed"
+    recorded = stamp.get("models", {})
+    changed = [n for n, d in model_digests(recorded).items() if d != recorded[n]]
+    if changed:
+        return f"the recipe or training code of {', '.join(sorted(changed))} changed"
     for cell in nb.cells:
         if cell.cell_type == "code" and any(
             o.output_type == "error" for o in cell.outputs
@@ -105,21 +184,31 @@ def execute(path: Path) -> float:
     os.environ["VAECOURSE_PROGRESS"] = (
         "lines"  # plain lines in the page, no widget bars
     )
+    # the kernel writes a line per trained model it loads (vaecourse.cache)
+    log = Path(tempfile.mkstemp(prefix="vaecourse-models-", suffix=".jsonl")[1])
+    os.environ["VAECOURSE_MODEL_LOG"] = str(log)
     start = time.perf_counter()
-    NotebookClient(
-        nb,
-        timeout=3600,
-        kernel_name="python3",
-        record_timing=False,
-        store_widget_state=False,  # live widgets are for Jupyter; the site has its own explorers
-        resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
+    try:
+        NotebookClient(
+            nb,
+            timeout=3600,
+            kernel_name="python3",
+            record_timing=False,
+            # live widgets are for Jupyter; the site has its own explorers
+            store_widget_state=False,
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
+        loaded = [json.loads(line) for line in log.read_text().splitlines()]
+    finally:
+        os.environ.pop("VAECOURSE_MODEL_LOG")
+        log.unlink()
     seconds = time.perf_counter() - start
     import torch
 
     nb.metadata["vaecourse"] = {
         "mode": "full",
         "inputs_sha256": inputs_digest(nb),
+        "models": {m["name"]: m["digest"] for m in loaded},
         "seconds": round(seconds, 1),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
         "torch": torch.__version__,

@@ -1,7 +1,8 @@
-"""The book's variational autoencoder: the model, its loss and its test log-likelihood.
+"""The chapter "The variational autoencoder": the model, its loss, its training recipe and
+its test log-likelihood.
 
-The chapter "The variational autoencoder" writes these out and explains them; later
-chapters (the beta-VAE, the conditional VAE, the comparison) import them from here. All
+The chapter writes these out and explains them (a test keeps the copies identical);
+later chapters (the β-VAE, the conditional VAE, the comparison) import them from here. All
 quantities are in nats per image (natural logarithm, summed over the 784 pixels and the
 latent units, averaged over images), never per pixel.
 """
@@ -9,30 +10,16 @@ latent units, averaged over images), never per pixel.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from vaecourse.cache import train_cached
-from vaecourse.data import batches, binarize_dynamic, load_mnist
-from vaecourse.divergences import (
-    gaussian_kl_standard,
-    iw_bound,
-    log_bernoulli,
-    log_normal,
-    log_standard_normal,
-)
-from vaecourse.train import QUICK_BATCHES, fast_dtype, fit, quick_mode, threads
-
-
-def mlp(sizes, activation=nn.ReLU):
-    """Linear layers of the given sizes with ``activation`` between them (not after the
-    last): a plain ``nn.Sequential``, which the browser explorers can run as it is."""
-    layers = [nn.Linear(sizes[0], sizes[1])]
-    for n_in, n_out in zip(sizes[1:-1], sizes[2:], strict=True):
-        layers += [activation(), nn.Linear(n_in, n_out)]
-    return nn.Sequential(*layers)
+from vaecourse.chapters.autoencoders import mlp
+from vaecourse.chapters.kl import gaussian_kl_standard
+from vaecourse.data import binarize_dynamic
+from vaecourse.prob import iw_bound, log_bernoulli, log_normal, log_standard_normal
+from vaecourse.train import fast_dtype, fit, total_steps
 
 
 class VAE(nn.Module):
@@ -177,7 +164,7 @@ def train_vae(
     batch_size=256,
     lr=4e-3,
     kl_warmup=0.3,
-    dtype=torch.float32,
+    mixed_precision=False,
     seed=0,
     desc="VAE",
 ):
@@ -194,15 +181,13 @@ def train_vae(
       fraction of the steps, so the decoder learns to use z before the KL term pulls
       q(z|x) onto the prior; after that (beta = 1) the loss is the negative ELBO.
     - Learning rate: a warm-up over the first 2% of the steps to ``lr``, then a cosine
-      decay to almost 0 (PyTorch's OneCycleLR, stepped every batch).
-    - ``dtype=torch.bfloat16``: mixed precision. Under ``torch.autocast`` the networks'
-      matrix products run in bfloat16, about twice as fast on a CPU that has bfloat16
-      instructions (``fast_dtype``); the weights, the optimiser and the loss stay float32.
+      decay to almost 0 (``fit``'s one-cycle schedule).
+    - ``mixed_precision``: the networks' matrix products run in bfloat16 under
+      ``torch.autocast`` where the CPU multiplies it natively (``fast_dtype``); the
+      weights, the optimiser and the loss stay float32.
     """
-    steps = epochs * -(-len(images) // batch_size)
-    if quick_mode():  # fit runs only QUICK_BATCHES steps: fit both schedules to them
-        steps = min(steps, QUICK_BATCHES)
-    warmup_steps = kl_warmup * steps
+    warmup_steps = kl_warmup * total_steps(len(images), batch_size, epochs)
+    dtype = fast_dtype() if mixed_precision else torch.float32
     step = 0
 
     def loss_fn(model, batch):
@@ -218,152 +203,95 @@ def train_vae(
             "kl": kl.mean(),
         }
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=steps, pct_start=0.02, cycle_momentum=False
-    )
+    data = (images,) if labels is None else (images, labels)
     return fit(
         model,
         loss_fn,
-        (images,) if labels is None else (images, labels),
+        data,
         epochs=epochs,
         batch_size=batch_size,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        schedule_every="batch",
+        lr=lr,
+        warmup=0.02,
         seed=seed,
         desc=desc,
     )
 
 
-class Autoencoder(nn.Module):
-    # The VAE's networks without the noise: the encoder outputs the code itself.
-    def __init__(self, latent_dim=32, hidden=(512, 256), activation=nn.ReLU):
-        super().__init__()
-        self.encoder = mlp([784, *hidden, latent_dim], activation)
-        self.decoder = mlp([latent_dim, *reversed(hidden), 784], activation)
-
-    def encode(self, x):
-        return self.encoder(x.flatten(1))
-
-
 def ae_terms(model, x):
-    # the same reconstruction term as the VAE's, and no KL
+    """A plain autoencoder's terms in ``train_vae``'s format: the VAE's reconstruction
+    term for the code itself (no noise), and no KL."""
     x = x.flatten(1)
     reconstruction = -log_bernoulli(x, model.decoder(model.encode(x))).sum(1)
     return reconstruction, torch.zeros_like(reconstruction)
 
 
-def trained_main_vae():
-    """The VAE chapter's main model, trained once through the checkpoint cache, so later
-    chapters load the same weights. ``.trained`` holds the cache record (history, time).
-    It trains on one thread, so that the official recipe can train beside it on the
-    other core (``trained_official_recipe``), and so that its weights are reproducible."""
-    recipe = {"batch_size": 512, "lr": 1e-2, "kl_warmup": 0.3, "dtype": fast_dtype()}
-    epochs = 45
-    torch.manual_seed(0)
-    model = VAE(32, (512, 256), nn.SiLU)
-    images = load_mnist("train")[0]
-    with threads(1):
-        model.trained = train_cached(
-            "vae-main",
-            model,
-            lambda m: train_vae(m, images, epochs=epochs, **recipe),
-            {
-                **recipe,
-                "dtype": str(recipe["dtype"]),
-                "epochs": epochs,
-                "seed": 0,
-                "threads": 1,
-            },
-        )
-    return model
-
-
-def train_official_recipe(model, images, started, stop, batch_size=128, lr=1e-3):
+def train_official_recipe(model, images, seconds, batch_size=128, lr=1e-3):
     """The official PyTorch example's recipe: Adam at a constant learning rate on the
-    negative ELBO, in float32, epoch after epoch until the event ``stop`` is set (the
-    model it is compared with has finished). It sets the event ``started`` when its clock
-    starts. Adam is fused and the binarization fast, as in ``train_vae``: the same
-    implementation, the official recipe."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    history, epoch = [], 0
-    started.set()
-    start = time.perf_counter()
-    while not stop.is_set():
-        epoch, total, seen = epoch + 1, 0.0, 0
-        for (x,) in batches(
-            images, batch_size=batch_size, shuffle=True, generator=generator
-        ):
-            reconstruction, kl = negative_elbo(model, binarize_dynamic(x))
-            loss = (reconstruction + kl).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, seen = total + loss.item() * len(x), seen + len(x)
-            if stop.is_set() or (quick_mode() and seen >= QUICK_BATCHES * batch_size):
-                break
-        seconds = time.perf_counter() - start
-        history.append(
-            {"epoch": epoch, "loss": total / seen, "images": seen, "time": seconds}
+    negative ELBO, in float32, in batches of 128, for ``seconds`` of training (the
+    training time of the model it is compared with)."""
+
+    def loss_fn(model, batch):
+        reconstruction, kl = negative_elbo(model, binarize_dynamic(batch[0]))
+        return {"loss": (reconstruction + kl).mean()}
+
+    return fit(
+        model,
+        loss_fn,
+        (images,),
+        epochs=None,
+        time_limit=seconds,
+        batch_size=batch_size,
+        lr=lr,
+        desc="official recipe",
+    )
+
+
+@torch.no_grad()
+def sample(model, n, seed=0):
+    """``n`` images generated by ``model``: z ~ N(0, I), decoded to the Bernoulli means
+    sigmoid(decoder(z)), shape (n, 1, 28, 28) in [0, 1]. Seeded."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    return torch.sigmoid(model.decoder(z)).view(n, 1, 28, 28)
+
+
+class ReferenceVAE(nn.Module):
+    """The VAE of source 001 (784-32-2 with ReLU, heads for mu and gamma = log sigma²,
+    decoder 2-32-784 ending in a sigmoid), written for current PyTorch."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(784, 32), nn.ReLU())
+        self.mu = nn.Linear(32, 2)
+        self.gamma = nn.Linear(32, 2)  # gamma = log sigma^2
+        self.decoder = nn.Sequential(
+            nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 784), nn.Sigmoid()
         )
-        if quick_mode():
-            break
-    model.eval()
-    return history
+
+    def encode(self, x):
+        h = self.encoder(x.flatten(1))
+        return self.mu(h), self.gamma(h)
+
+    def reparameterize(self, mu, gamma):
+        if self.training:
+            return mu + torch.exp(0.5 * gamma) * torch.randn_like(mu)
+        return mu  # at evaluation time: the posterior mean, no noise
+
+    def forward(self, x):
+        mu, gamma = self.encode(x)
+        return self.decoder(self.reparameterize(mu, gamma)), mu, gamma
 
 
-def trained_official_recipe(started, stop):
-    """The official PyTorch example's VAE (784-400-20, ReLU), trained with its recipe until
-    ``stop`` is set, through the checkpoint cache: the job that runs beside the main VAE's
-    training (``on_second_core``). Its cache key names the main VAE's, since its training
-    time is the main VAE's."""
-    torch.manual_seed(0)
-    model = VAE(20, (400,), nn.ReLU)
-    images = load_mnist("train")[0]
-    main_vae = {  # the main VAE's cache key (trained_main_vae): we train as long as it
-        "batch_size": 512,
-        "lr": 1e-2,
-        "kl_warmup": 0.3,
-        "dtype": str(fast_dtype()),
-        "epochs": 45,
-        "seed": 0,
-        "threads": 1,
-    }
-    model.trained = train_cached(
-        "vae-official-recipe",
-        model,
-        lambda m: train_official_recipe(m, images, started, stop),
-        {"batch_size": 128, "lr": 1e-3, "seed": 0, "beside vae-main": main_vae},
-    )
-    started.set()  # loaded from the cache: nothing to wait for
-    return model
+def reference_loss(x, output, mu, gamma):
+    """Source 001's loss: BCE averaged over the batch and the pixels, plus the KL summed
+    over the batch and divided by batch · 784: the negative ELBO in nats per pixel."""
+    bce = F.binary_cross_entropy(output, x.flatten(1))  # mean over batch AND pixels
+    kld = -0.5 * torch.sum(1 + gamma - mu.pow(2) - gamma.exp())
+    return bce + kld / (len(x) * 784)
 
 
-def trained_plain_autoencoder():
-    """The VAE chapter's plain autoencoder: the main VAE's networks (same sizes and
-    activation, matrix products in the same precision), trained without the noise and the
-    KL term for 3 epochs, through the checkpoint cache. ``.trained`` holds the cache
-    record."""
-    epochs, dtype = 3, fast_dtype()
-    torch.manual_seed(0)
-    model = Autoencoder(32, (512, 256), nn.SiLU)
-    images = load_mnist("train")[0]
-    model.trained = train_cached(
-        "vae-plain-ae",
-        model,
-        lambda m: train_vae(
-            m, images, epochs=epochs, terms=ae_terms, dtype=dtype, desc="autoencoder"
-        ),
-        {
-            "batch_size": 256,
-            "lr": 4e-3,
-            "kl_warmup": 0.3,
-            "dtype": str(dtype),
-            "epochs": epochs,
-            "seed": 0,
-        },
-    )
-    return model
+def reference_fit_loss(model, batch):
+    """``reference_loss`` on a dynamically binarized batch, in ``fit``'s format."""
+    x = binarize_dynamic(batch[0])
+    return {"loss": reference_loss(x, *model(x))}

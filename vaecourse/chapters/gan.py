@@ -1,22 +1,22 @@
 """The book's generative adversarial network: losses, models, training and sampling.
 
-The chapter "Generative adversarial networks" writes these out and explains them; the
-comparison chapter loads the trained generators from the checkpoint cache through
-``trained_gan`` and draws images with ``sample``. Images live in [-1, 1] inside the GAN
+The chapter "Generative adversarial networks" writes these out and explains them (a test
+keeps the copies identical); its trained models are ``vaecourse.zoo``'s ``gan-*``, and
+``sample`` draws images from one. Images live in [-1, 1] inside the GAN
 (the generator ends with tanh) and in [0, 1] everywhere else in the book.
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaecourse.cache import train_cached
-from vaecourse.data import load_mnist
-from vaecourse.train import quick_mode
+from vaecourse.chapters.autoencoders import mlp
+from vaecourse.train import quick_steps
 
 
 def discriminator_loss(real_logits, fake_logits):
@@ -48,14 +48,6 @@ def optimal_discriminator(p_data, p_g):
     return p_data / total
 
 
-def leaky_mlp(sizes):
-    """Linear layers with LeakyReLU(0.2) between them (not after the last)."""
-    layers = [nn.Linear(sizes[0], sizes[1])]
-    for n_in, n_out in zip(sizes[1:-1], sizes[2:], strict=True):
-        layers += [nn.LeakyReLU(0.2), nn.Linear(n_in, n_out)]
-    return nn.Sequential(*layers)
-
-
 class GAN(nn.Module):
     """A generator G: z -> image in [-1, 1] (tanh) and a discriminator D: image -> logit
     of "real", both MLPs. ``snapshots`` keeps G's images for a fixed batch of z at points
@@ -64,8 +56,9 @@ class GAN(nn.Module):
     def __init__(self, latent_dim=64, hidden=(128, 256), n_snapshots=8, n_shown=100):
         super().__init__()
         self.latent_dim = latent_dim
-        self.generator = leaky_mlp([latent_dim, *hidden, 784])
-        self.discriminator = leaky_mlp([784, *reversed(hidden), 1])
+        leaky = partial(nn.LeakyReLU, 0.2)
+        self.generator = mlp([latent_dim, *hidden, 784], leaky)
+        self.discriminator = mlp([784, *reversed(hidden), 1], leaky)
         self.register_buffer(
             "snapshots", torch.zeros(n_snapshots, n_shown, 1, 28, 28, dtype=torch.uint8)
         )
@@ -97,8 +90,8 @@ def train_gan(
     """Alternate one discriminator step and one generator step, ``steps`` times, with
     Adam(betas=(0.5, 0.999)); return one history row per ``log_every`` steps (mean
     losses, mean D(x) and D(G(z)), elapsed seconds). Images in [0, 1] are mapped to
-    [-1, 1]. In quick mode at most 20 steps."""
-    steps = min(steps, 20) if quick_mode() else steps
+    [-1, 1]. In quick mode at most ``QUICK_BATCHES`` steps."""
+    steps = quick_steps(steps)
     if steps < 1 or batch_size < 1:
         raise ValueError(
             f"steps and batch_size must be >= 1, got {steps}, {batch_size}"
@@ -167,45 +160,3 @@ def sample(model, n, seed=0):
     device = next(model.parameters()).device
     with torch.no_grad():  # images to look at and to measure, not to train on
         return (model.generate(z.to(device)).cpu() + 1) / 2
-
-
-SETTINGS = {
-    # name: (GAN keyword arguments, train_gan keyword arguments)
-    "stable": ({"hidden": (128, 256)}, {"steps": 1500}),
-    # the same GAN and steps, but the generator learns ten times faster than D
-    "fast_generator": ({"hidden": (128, 256)}, {"steps": 1500, "lr_g": 2e-3}),
-}
-
-
-def trained_gan(setting="stable"):
-    """The chapter's trained GAN for ``setting`` (a key of ``SETTINGS``), from the
-    checkpoint cache (trained once, with exactly the chapter's name and configuration).
-    Returns (model, Trained)."""
-    if setting not in SETTINGS:
-        raise ValueError(
-            f"unknown GAN setting {setting!r}; choose from {list(SETTINGS)}"
-        )
-    model_kwargs, train_kwargs = SETTINGS[setting]
-    torch.manual_seed(0)
-    model = GAN(**model_kwargs)
-    images, _ = load_mnist("train")
-    config = {"setting": setting, **model_kwargs, **train_kwargs, "seed": 0}
-    trained = train_cached(
-        f"gan-{setting}",
-        model,
-        lambda m: train_gan(m, images, **train_kwargs),
-        config,
-    )
-    return model, trained
-
-
-__all__ = [
-    "GAN",
-    "discriminator_loss",
-    "generator_loss",
-    "leaky_mlp",
-    "optimal_discriminator",
-    "sample",
-    "train_gan",
-    "trained_gan",
-]

@@ -1,6 +1,7 @@
-"""Two Monte Carlo estimators of the gradient ∇_{μ,σ} E_{z ~ N(μ, σ²)}[f(z)].
+"""The chapter "The reparameterization trick": two Monte Carlo estimators of the gradient
+∇_{μ,σ} E_{z ~ N(μ, σ²)}[f(z)], and the tiny VAE that shows what each ELBO term does.
 
-The reparameterization chapter derives both and compares their variances:
+The chapter derives both estimators and compares their variances:
 
 - the score-function (REINFORCE) estimator f(z) ∇ log q(z), which needs only values of f;
 - the pathwise (reparameterized) estimator ∇_z f(z) ∂z/∂(μ, σ) with z = μ + σ ε,
@@ -14,6 +15,10 @@ points (n, D) to n values, and return n single-sample estimates of each gradient
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+from vaecourse.chapters.kl import gaussian_kl_standard
+from vaecourse.prob import log_bernoulli
 
 
 def draw(mu: torch.Tensor, sigma: torch.Tensor, n: int, generator=None):
@@ -65,3 +70,36 @@ def pathwise_gradient(f, mu, sigma, n: int, generator=None):
     z.requires_grad_(True)
     (grad_z,) = torch.autograd.grad(values(f, z).sum(), z)
     return grad_z, grad_z * eps
+
+
+class TinyVAE(nn.Module):
+    """A VAE small enough to train in seconds: 784 -> hidden -> (mu, log var) of a
+    ``latent``-dimensional code, and back to 784 logits. ``forward`` returns mu, logvar
+    and a reparameterized sample z."""
+
+    def __init__(self, hidden=256, latent=2):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 2 * latent)
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, 784)
+        )
+
+    def forward(self, x):
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterized
+        return mu, logvar, z
+
+
+def objective_loss(model, batch, objective):
+    """The two terms of the negative ELBO, and the loss of ``objective``: "reconstruction
+    only", "KL only" (the encoder gets the gradient of the KL term alone) or "both"."""
+    (x,) = batch
+    mu, logvar, z = model(x)
+    if objective == "KL only":
+        z = z.detach()  # the encoder sees only the KL term
+    reconstruction = -log_bernoulli(x, model.decoder(z)).sum(-1).mean()
+    kl = gaussian_kl_standard(mu, logvar).sum(-1).mean()
+    loss = reconstruction if objective == "reconstruction only" else reconstruction + kl
+    return {"loss": loss, "reconstruction": reconstruction, "kl": kl}
