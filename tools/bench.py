@@ -146,7 +146,11 @@ def browser_figures(html: Path) -> dict:
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+            ],
         )
         for entry in build.toc_files():
             page = browser.new_page()
@@ -160,8 +164,12 @@ def browser_figures(html: Path) -> dict:
                 kind = r.headers.get("content-type", "")
                 weight["raw"] += len(body)
                 text = any(t in kind for t in TEXT_TYPES)
-                weight["transfer"] += len(gzip.compress(body)) if text else len(body)
-                if "/_static/" not in r.url and not r.url.endswith("searchindex.js"):
+                weight["transfer"] += (
+                    len(gzip.compress(body)) if text else len(body)
+                )
+                if "/_static/" not in r.url and not r.url.endswith(
+                    "searchindex.js"
+                ):
                     weight["own"] += len(body)
             pages[entry] = weight
             timing = page.evaluate(
@@ -248,7 +256,11 @@ def loop_overhead(repeats: int = 5) -> dict:
         "overhead_percent": round(100 * (f - b) / b, 1),
         "median_overhead_percent": round(
             100
-            * (statistics.median(times["fit"]) / statistics.median(times["bare"]) - 1),
+            * (
+                statistics.median(times["fit"])
+                / statistics.median(times["bare"])
+                - 1
+            ),
             1,
         ),
     }
@@ -304,7 +316,12 @@ def verdicts(report: dict) -> list[dict]:
         "min",
     )
     if "test" in steps:
-        add("make test", steps["test"]["seconds"] / 60, TARGETS["test_minutes"], "min")
+        add(
+            "make test",
+            steps["test"]["seconds"] / 60,
+            TARGETS["test_minutes"],
+            "min",
+        )
     pages = report["browser"]["pages"]
     if pages:
         heaviest = max(pages, key=lambda p: pages[p]["transfer"])
@@ -346,14 +363,19 @@ def markdown(report: dict) -> str:
     ]
     for v in report["verdicts"]:
         measured = (
-            "n/a" if v["measured"] is None else f"{v['measured']:.2f} {v['unit']}"
+            "n/a"
+            if v["measured"] is None
+            else f"{v['measured']:.2f} {v['unit']}"
         )
         lines.append(
             f"| {v['target']} | {measured} | {v['limit']} {v['unit']} | "
             f"{'yes' if v['met'] else 'NO'} |"
         )
     lines += ["", "## Steps (clean clone, empty caches)", ""]
-    lines += ["| step | wall (s) | peak RSS (MB) | command |", "|---|---|---|---|"]
+    lines += [
+        "| step | wall (s) | peak RSS (MB) | command |",
+        "|---|---|---|---|",
+    ]
     for name, s in report["steps"].items():
         lines.append(
             f"| {name} | {s['seconds']} | {s['peak_rss_mb']} | `{s['command']}` |"
@@ -443,15 +465,21 @@ def main(argv=None) -> int:
     logs.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="vaecourse-bench-"))
     clone = work / "clone"
-    subprocess.run(["git", "clone", "--quiet", str(build.ROOT), str(clone)], check=True)
+    subprocess.run(
+        ["git", "clone", "--quiet", str(build.ROOT), str(clone)], check=True
+    )
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("VAECOURSE_", "VIRTUAL_ENV"))
     }
     env |= {
-        "VAECOURSE_DATA": str(work / "mnist"),  # empty: rebuilt as on a first run
-        "VAECOURSE_CHECKPOINTS": str(work / "checkpoints"),  # empty: train everything
+        "VAECOURSE_DATA": str(
+            work / "mnist"
+        ),  # empty: rebuilt as on a first run
+        "VAECOURSE_CHECKPOINTS": str(
+            work / "checkpoints"
+        ),  # empty: train everything
     }
     report = {
         "commit": commit,

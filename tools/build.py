@@ -75,8 +75,12 @@ def imported_modules(source: str, root: Path = ROOT) -> set[str]:
     for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and not node.level
+        ):
+            names = [node.module] + [
+                f"{node.module}.{a.name}" for a in node.names
+            ]
         else:
             continue
         found |= {
@@ -108,7 +112,9 @@ def module_closure(modules: set[str], root: Path = ROOT) -> set[str]:
         parts = module.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]
         if module != REGISTRY:
-            todo += imported_modules(module_file(module, root).read_text(), root)
+            todo += imported_modules(
+                module_file(module, root).read_text(), root
+            )
     return seen
 
 
@@ -129,10 +135,13 @@ def inputs_digest(nb, root: Path = ROOT) -> str:
         path = module_file(module, root)
         files.add(path)
         if path.name == "__init__.py":  # a package: its data files too
-            files |= {p for p in path.parent.iterdir() if p.suffix in DATA_FILES}
+            files |= {
+                p for p in path.parent.iterdir() if p.suffix in DATA_FILES
+            }
     for path in sorted(files):
         h.update(
-            f"\0{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes()
+            f"\0{path.relative_to(root).as_posix()}\0".encode()
+            + path.read_bytes()
         )
     return h.hexdigest()
 
@@ -145,7 +154,9 @@ def model_digests(names) -> dict[str, str]:
     has)."""
     from vaecourse import zoo
 
-    return {n: zoo.RECIPES[n].digest() if n in zoo.RECIPES else None for n in names}
+    return {
+        n: zoo.RECIPES[n].digest() if n in zoo.RECIPES else None for n in names
+    }
 
 
 def read(path: Path):
@@ -163,7 +174,9 @@ def staleness(path: Path) -> str | None:
     if stamp.get("inputs_sha256") != inputs_digest(nb):
         return "its code or a vaecourse module it imports changed since it was executed"
     recorded = stamp.get("models", {})
-    changed = [n for n, d in model_digests(recorded).items() if d != recorded[n]]
+    changed = [
+        n for n, d in model_digests(recorded).items() if d != recorded[n]
+    ]
     if changed:
         return f"the recipe or training code of {', '.join(sorted(changed))} changed"
     for cell in nb.cells:
@@ -185,7 +198,9 @@ def execute(path: Path) -> float:
         "lines"  # plain lines in the page, no widget bars
     )
     # the kernel writes a line per trained model it loads (vaecourse.cache)
-    log = Path(tempfile.mkstemp(prefix="vaecourse-models-", suffix=".jsonl")[1])
+    log = Path(
+        tempfile.mkstemp(prefix="vaecourse-models-", suffix=".jsonl")[1]
+    )
     os.environ["VAECOURSE_MODEL_LOG"] = str(log)
     start = time.perf_counter()
     try:
@@ -221,7 +236,10 @@ def glued(nb, name: str) -> str | None:
     """The text of a value a notebook glued under ``name``."""
     for cell in nb.cells:
         for out in cell.get("outputs", []):
-            if out.get("metadata", {}).get("scrapbook", {}).get("name") == name:
+            if (
+                out.get("metadata", {}).get("scrapbook", {}).get("name")
+                == name
+            ):
                 for mime, value in out.get("data", {}).items():
                     if mime.endswith("text/plain"):
                         return value.strip("'\"")
@@ -247,7 +265,10 @@ def readme_table() -> str:
             path.stem,
         )
         warm = nb.metadata.get("vaecourse", {}).get("seconds")
-        run, cold = glued(nb, "chapter_seconds"), glued(nb, "chapter_cold_seconds")
+        run, cold = (
+            glued(nb, "chapter_seconds"),
+            glued(nb, "chapter_cold_seconds"),
+        )
         if warm is None or run is None or cold is None:
             warm_text = cold_text = "?"
         else:  # add back the stored training time of the models the run found in the cache
@@ -266,7 +287,10 @@ def update_readme() -> bool:
     """Rewrite the table between the README's markers; True if it changed."""
     path = ROOT / "README.md"
     text = path.read_text()
-    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    start, end = (
+        text.index(README_START) + len(README_START),
+        text.index(README_END),
+    )
     new = text[:start] + "\n" + readme_table() + "\n" + text[end:]
     if new != text:
         path.write_text(new)
@@ -276,10 +300,16 @@ def update_readme() -> bool:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("execute", help="execute stale chapters (or the ones named)")
+    run = sub.add_parser(
+        "execute", help="execute stale chapters (or the ones named)"
+    )
     run.add_argument("notebooks", nargs="*", type=Path)
-    run.add_argument("--all", action="store_true", help="execute every chapter")
-    sub.add_parser("check", help="exit 1 if a chapter's committed outputs are stale")
+    run.add_argument(
+        "--all", action="store_true", help="execute every chapter"
+    )
+    sub.add_parser(
+        "check", help="exit 1 if a chapter's committed outputs are stale"
+    )
     sub.add_parser("readme", help="rewrite the README's chapter table")
     args = parser.parse_args(argv)
 
@@ -293,7 +323,9 @@ def main(argv=None) -> int:
         return 1 if any(stale.values()) else 0
     if args.command == "readme":
         print(
-            "README.md updated" if update_readme() else "README.md already up to date"
+            "README.md updated"
+            if update_readme()
+            else "README.md already up to date"
         )
         return 0
 
@@ -303,10 +335,14 @@ def main(argv=None) -> int:
     if not todo:
         print("Every chapter's outputs are fresh: nothing to execute.")
     for path in todo:
-        print(f"executing {path.relative_to(ROOT)} (full mode) ...", flush=True)
+        print(
+            f"executing {path.relative_to(ROOT)} (full mode) ...", flush=True
+        )
         try:
             seconds = execute(path)
-        except Exception as e:  # keep the committed outputs; say which cell failed
+        except (
+            Exception
+        ) as e:  # keep the committed outputs; say which cell failed
             print(f"FAILED: {path.relative_to(ROOT)}\n{e}", file=sys.stderr)
             return 1
         print(f"  done in {seconds:.1f} s", flush=True)

@@ -1,4 +1,5 @@
-"""Helpers for the notebooks as pages of the book: glued numbers and the chapter's clock."""
+"""Helpers for the notebooks as pages of the book: glued numbers and the
+chapter's clock."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from vaecourse import cache
 def glue(name: str, value, display: bool = False) -> None:
     """Hand ``value`` to the book's text under ``name`` (myst-nb ``glue``).
 
-    Outside the book build (for example in Colab, where myst-nb is not installed) this does
-    nothing: the text of the page shows the numbers of the published build.
+    Outside the book build (for example in Colab, where myst-nb is not
+    installed) this does nothing: the text of the page shows the numbers of the
+    published build.
     """
     try:
         from myst_nb import glue as myst_glue
@@ -21,10 +23,11 @@ def glue(name: str, value, display: bool = False) -> None:
 
 
 class ChapterClock:
-    """Measures a chapter's run time, and what it would take with an empty model cache.
+    """Measures a chapter's run time, and what it would take with an empty
+    model cache.
 
-    A model loaded from the checkpoint cache costs seconds now but cost its training time
-    once; ``cold_seconds`` adds that stored training time back.
+    A model loaded from the checkpoint cache costs seconds now but cost its
+    training time once; ``cold_seconds`` adds that stored training time back.
     """
 
     def __init__(self):
@@ -42,9 +45,9 @@ class ChapterClock:
 def table(rows: list[dict], formats: dict[str, str] | None = None):
     """A Markdown table of measured results, for a chapter to display.
 
-    ``rows`` are dicts with the same keys (the column headers, in order); ``formats`` maps
-    a column to a format spec such as ``".2f"``. The table is built from the data, so the
-    page never shows a number typed by hand.
+    ``rows`` are dicts with the same keys (the column headers, in order);
+    ``formats`` maps a column to a format spec such as ``".2f"``. The table is
+    built from the data, so the page never shows a number typed by hand.
     """
     from IPython.display import Markdown
 
@@ -52,11 +55,15 @@ def table(rows: list[dict], formats: dict[str, str] | None = None):
         raise ValueError("table: no rows to show")
     columns = list(rows[0])
     if any(list(row) != columns for row in rows):
-        raise ValueError(f"table: every row needs the columns {columns}, in that order")
+        raise ValueError(
+            f"table: every row needs the columns {columns}, in that order"
+        )
     formats = formats or {}
     unknown = set(formats) - set(columns)
     if unknown:
-        raise ValueError(f"table: formats for unknown columns {sorted(unknown)}")
+        raise ValueError(
+            f"table: formats for unknown columns {sorted(unknown)}"
+        )
 
     def cell(column, value):
         return format(value, formats.get(column, "")).replace("|", "\\|")
@@ -64,6 +71,9 @@ def table(rows: list[dict], formats: dict[str, str] | None = None):
     lines = [
         "| " + " | ".join(columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",
-        *("| " + " | ".join(cell(c, row[c]) for c in columns) + " |" for row in rows),
+        *(
+            "| " + " | ".join(cell(c, row[c]) for c in columns) + " |"
+            for row in rows
+        ),
     ]
     return Markdown("\n".join(lines))

@@ -1,20 +1,24 @@
-"""The checkpoint cache: train each of the book's models once, load it in seconds after.
+"""The checkpoint cache: train each of the book's models once, load it in
+seconds after.
 
-A model is described by a ``Recipe`` (``vaecourse.zoo`` holds the book's). Its entry is
-keyed by everything that decides the trained weights:
+A model is described by a ``Recipe`` (``vaecourse.zoo`` holds the book's). Its
+entry is keyed by everything that decides the trained weights:
 
-- the recipe: the model's class and arguments, the training and data functions and
-  their settings, the seed, the number of threads, the recipes of the models it is
-  trained from (``needs``);
-- the source of the code that runs: every vaecourse function and class the recipe
-  reaches by name, followed through the functions it calls (``code_sources``), so that
-  editing a training function retrains the models it trains;
-- the data's checksum, torch's major.minor version, the CPU's fast dtype, quick mode.
+- the recipe: the model's class and arguments, the training and data functions
+  and their settings, the seed, the number of threads, the recipes of the
+  models it is trained from (``needs``);
+- the source of the code that runs: every vaecourse function and class the
+  recipe reaches by name, followed through the functions it calls
+  (``code_sources``), so that editing a training function retrains the models
+  it trains;
+- the data's checksum, torch's major.minor version, the CPU's fast dtype, quick
+  mode.
 
-A file holds a magic string, the SHA-256 of its payload and the payload (``torch.save``
-of the weights, history, training time and key), written atomically and read with
-``torch.load(weights_only=True)``; a truncated, corrupted or mismatched entry is
-reported, deleted and retrained, never trusted.
+A file holds a magic string, the SHA-256 of its payload and the payload
+(``torch.save`` of the weights, history, training time and key), written
+atomically and read with ``torch.load(weights_only=True)``; a truncated,
+corrupted or mismatched entry is reported, deleted and retrained, never
+trusted.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import inspect
 import io
 import json
 import os
+import textwrap
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -45,11 +50,13 @@ PACKAGE = "vaecourse"
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one of the book's models is built and trained: all that decides its weights.
+    """How one of the book's models is built and trained: all that decides its
+    weights.
 
-    Training runs ``train(model, **data(*needed), **settings)``, where ``needed`` are the
-    trained models of ``needs`` (for example the VAE whose codes a latent DDPM models),
-    after seeding torch with ``seed`` and building ``model()``.
+    Training runs ``train(model, **data(*needed), **settings)``, where
+    ``needed`` are the trained models of ``needs`` (for example the VAE whose
+    codes a latent DDPM models), after seeding torch with ``seed`` and building
+    ``model()``.
     """
 
     name: str
@@ -62,32 +69,53 @@ class Recipe:
     seed: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
-        describe(self.__dict__)  # a clear error now, not when the model is first loaded
+        object.__setattr__(
+            self, "settings", MappingProxyType(dict(self.settings))
+        )
+        describe(
+            self.__dict__
+        )  # a clear error now, not when the model is first loaded
 
     def __str__(self) -> str:
-        data = (inspect.getdoc(self.data) or self.data.__name__).splitlines()[0]
-        lines = [
-            f"{self.name}: {describe_call(self.model)}",
-            f"  trained by {describe_call(functools.partial(self.train, **self.settings))}",
-            f"  on {data.rstrip('.')}",
-            f"  seed {self.seed}"
-            + (
-                f", {self.threads} thread{'s' * (self.threads > 1)}"
-                if self.threads
-                else ""
-            ),
+        data = (inspect.getdoc(self.data) or self.data.__name__).splitlines()[
+            0
         ]
+        train = describe_call(functools.partial(self.train, **self.settings))
+        run = [f"seed {self.seed}"]
+        if self.threads:
+            run.append(f"{self.threads} thread{'s' * (self.threads > 1)}")
         if self.needs:
-            lines.append(f"  from the trained {', '.join(n.name for n in self.needs)}")
-        return "\n".join(lines)
+            run.append(
+                f"from the trained {', '.join(n.name for n in self.needs)}"
+            )
+
+        def wrap(text, indent):
+            return textwrap.wrap(
+                text,
+                84,
+                initial_indent="  ",
+                subsequent_indent=" " * indent,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+
+        return "\n".join(
+            [
+                f"{self.name}: {describe_call(self.model)}",
+                *wrap(f"trained by {train}", 6),
+                *wrap(f"on {data.rstrip('.')}; {', '.join(run)}", 4),
+            ]
+        )
 
     def digest(self) -> str:
-        """SHA-256 of the recipe and the source of its code (the same on every machine)."""
+        """SHA-256 of the recipe and the source of its code (the same on every
+        machine)."""
         material = {
             "recipe": describe(self.__dict__ | {"needs": None}),
             "needs": {n.name: n.digest() for n in self.needs},
-            "code": code_digest(self.model, self.train, self.data, self.settings),
+            "code": code_digest(
+                self.model, self.train, self.data, self.settings
+            ),
             "mnist": DATA_FINGERPRINT,
         }
         return _sha256(material)
@@ -95,7 +123,8 @@ class Recipe:
 
 @dataclass
 class TrainingRecord:
-    """What a loaded model carries as ``.record``: its training history and time."""
+    """What a loaded model carries as ``.record``: its training history and
+    time."""
 
     history: list[dict]
     train_seconds: float  # wall time of the original training run
@@ -103,14 +132,16 @@ class TrainingRecord:
     path: Path
 
 
-# Every entry loaded in this process, for a chapter's cold-run time (vaecourse.book).
+# Every entry loaded in this process, for a chapter's cold-run time
+# (vaecourse.book).
 USED: list[TrainingRecord] = []
 
 
 def describe(value):
-    """``value`` as plain JSON: classes and functions by their qualified name, partials
-    as a call. Tensors, lambdas and local functions are refused: a recipe must name
-    what it runs, so that the key can follow it and a reader can find it."""
+    """``value`` as plain JSON: classes and functions by their qualified name,
+    partials as a call. Tensors, lambdas and local functions are refused: a
+    recipe must name what it runs, so that the key can follow it and a reader
+    can find it."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, list | tuple):
@@ -137,7 +168,8 @@ def describe(value):
 
 
 def describe_call(call) -> str:
-    """A partial as the reader would write the call: ``VAE(32, (512, 256), SiLU)``."""
+    """A partial as the reader would write the call: ``VAE(32, (512, 256),
+    SiLU)``."""
     if not isinstance(call, functools.partial):
         return f"{call.__name__}()"
 
@@ -156,7 +188,8 @@ def _ours(obj) -> bool:
 
 
 def _names(code) -> set[str]:
-    """The global and attribute names a code object uses, nested functions included."""
+    """The global and attribute names a code object uses, nested functions
+    included."""
     names = set(code.co_names)
     for const in code.co_consts:
         if inspect.iscode(const):
@@ -165,12 +198,14 @@ def _names(code) -> set[str]:
 
 
 def code_sources(*roots) -> dict[str, str]:
-    """The source of every vaecourse function and class that ``roots`` reach: the roots
-    themselves, the functions and classes their code names (also through a module, as
-    ``data.load_mnist``), their defaults, and the plain constants they read.
+    """The source of every vaecourse function and class that ``roots`` reach:
+    the roots themselves, the functions and classes their code names (also
+    through a module, as ``data.load_mnist``), their defaults, and the plain
+    constants they read.
 
-    Calls through an object (``model.encode``) are covered by the object's class, which
-    a recipe names. Code outside vaecourse (torch, numpy) is covered by torch's version.
+    Calls through an object (``model.encode``) are covered by the object's
+    class, which a recipe names. Code outside vaecourse (torch, numpy) is
+    covered by torch's version.
     """
     sources: dict[str, str] = {}
     todo = list(roots)
@@ -191,7 +226,9 @@ def code_sources(*roots) -> dict[str, str]:
             obj = inspect.unwrap(
                 obj
             )  # the function under @torch.no_grad() and the like
-        if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not _ours(obj):
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not _ours(
+            obj
+        ):
             continue
         name = f"{obj.__module__}.{obj.__qualname__}"
         if name in sources:
@@ -200,14 +237,22 @@ def code_sources(*roots) -> dict[str, str]:
         if inspect.isclass(obj):
             todo += [*obj.__bases__, *vars(obj).values()]
             continue
-        defaults = [*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values()]
-        if defaults:  # evaluated where the function is defined: not in its source
+        defaults = [
+            *(obj.__defaults__ or ()),
+            *(obj.__kwdefaults__ or {}).values(),
+        ]
+        if (
+            defaults
+        ):  # evaluated where the function is defined: not in its source
             sources[f"{name} defaults"] = repr([_plain(d) for d in defaults])
             todo += defaults
         names = _names(obj.__code__)
         for used in names:
             value = obj.__globals__.get(used)
-            if inspect.ismodule(value) and value.__name__.split(".")[0] == PACKAGE:
+            if (
+                inspect.ismodule(value)
+                and value.__name__.split(".")[0] == PACKAGE
+            ):
                 todo += [getattr(value, n) for n in names if hasattr(value, n)]
             elif isinstance(value, bool | int | float | str):
                 sources[f"{obj.__module__}.{used}"] = repr(value)
@@ -219,7 +264,9 @@ def code_sources(*roots) -> dict[str, str]:
 def _plain(value):
     try:
         return describe(value)
-    except TypeError:  # a tensor or another object: its type is what the source fixes
+    except (
+        TypeError
+    ):  # a tensor or another object: its type is what the source fixes
         return type(value).__name__
 
 
@@ -243,43 +290,56 @@ def _sha256(material) -> str:
 
 
 def checkpoint_dir() -> Path:
-    """``$VAECOURSE_CHECKPOINTS``, or ``checkpoints/`` next to the MNIST cache."""
+    """``$VAECOURSE_CHECKPOINTS``, or ``checkpoints/`` next to the MNIST
+    cache."""
     if os.environ.get("VAECOURSE_CHECKPOINTS"):
         return Path(os.environ["VAECOURSE_CHECKPOINTS"]).expanduser()
     return data_dir().parent / "checkpoints"
 
 
 def cache_key(recipe: Recipe) -> dict:
-    """The key of ``recipe``'s entry: its digest and this machine's environment."""
+    """The key of ``recipe``'s entry: its digest and this machine's
+    environment."""
     return {"name": recipe.name, "recipe": recipe.digest(), **environment()}
 
 
 def entry_path(recipe: Recipe) -> Path:
-    return checkpoint_dir() / f"{recipe.name}-{_sha256(cache_key(recipe))[:20]}.pt"
+    return (
+        checkpoint_dir()
+        / f"{recipe.name}-{_sha256(cache_key(recipe))[:20]}.pt"
+    )
 
 
 def save_entry(path: Path, payload: dict) -> None:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     body = buffer.getvalue()
-    write_atomic(path, MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    write_atomic(
+        path, MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+    )
 
 
 def load_entry(path: Path) -> dict:
-    """The payload of a cache file. Raises ValueError (bad header or checksum) or
-    pickle.UnpicklingError (content that ``weights_only`` loading refuses)."""
+    """The payload of a cache file. Raises ValueError (bad header or checksum)
+    or pickle.UnpicklingError (content that ``weights_only`` loading refuses).
+    """
     blob = path.read_bytes()
     head = len(MAGIC) + 65
     if not blob.startswith(MAGIC) or len(blob) < head:
-        raise ValueError("not a vaecourse checkpoint (wrong header or truncated)")
+        raise ValueError(
+            "not a vaecourse checkpoint (wrong header or truncated)"
+        )
     digest, body = blob[len(MAGIC) : head - 1].decode(), blob[head:]
     if hashlib.sha256(body).hexdigest() != digest:
-        raise ValueError("checksum mismatch: the file is truncated or corrupted")
+        raise ValueError(
+            "checksum mismatch: the file is truncated or corrupted"
+        )
     return torch.load(io.BytesIO(body), weights_only=True, map_location="cpu")
 
 
 def check_fits(model: nn.Module, state: dict) -> None:
-    """Raise ValueError unless ``state`` has exactly the model's tensors and shapes."""
+    """Raise ValueError unless ``state`` has exactly the model's tensors and
+    shapes."""
     own = model.state_dict()
     if set(own) != set(state):
         raise ValueError(
@@ -292,7 +352,8 @@ def check_fits(model: nn.Module, state: dict) -> None:
 
 def load(recipe: Recipe) -> nn.Module:
     """``recipe``'s trained model, in eval mode, with its ``TrainingRecord`` as
-    ``.record``: from the cache, or trained now (the models it needs first) and stored."""
+    ``.record``: from the cache, or trained now (the models it needs first) and
+    stored."""
     needed = [load(n) for n in recipe.needs]
     torch.manual_seed(recipe.seed)
     model = recipe.model()
@@ -303,22 +364,30 @@ def load(recipe: Recipe) -> nn.Module:
         try:
             payload = load_entry(path)
             if payload["key"] != key:
-                raise ValueError("it was written for another recipe or machine")
-            check_fits(model, payload["state_dict"])  # so nothing is loaded half-way
+                raise ValueError(
+                    "it was written for another recipe or machine"
+                )
+            check_fits(
+                model, payload["state_dict"]
+            )  # so nothing is loaded half-way
             model.load_state_dict(payload["state_dict"])
             return _done(
                 model, payload["history"], payload["train_seconds"], True, path
             )
         except Exception as e:
             warnings.warn(
-                f"checkpoint {path} is unusable ({e}); retraining", stacklevel=2
+                f"checkpoint {path} is unusable ({e}); retraining",
+                stacklevel=2,
             )
             path.unlink(missing_ok=True)
     start = time.perf_counter()
     with threads(recipe.threads) if recipe.threads else nullcontext():
-        history = recipe.train(model, **recipe.data(*needed), **recipe.settings)
+        history = recipe.train(
+            model, **recipe.data(*needed), **recipe.settings
+        )
     seconds = time.perf_counter() - start
-    # plain floats and ints only: weights_only loading would refuse NumPy scalars
+    # plain floats and ints only: weights_only loading would refuse NumPy
+    # scalars
     history = json.loads(json.dumps(history, default=float))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
@@ -339,8 +408,12 @@ def _done(model, history, seconds, from_cache, path) -> nn.Module:
 
 
 def _log(recipe: Recipe) -> None:
-    # `make book` asks which models a chapter loads: a chapter is stale when one changes
+    # `make book` asks which models a chapter loads: a chapter is stale when
+    # one changes
     log = os.environ.get("VAECOURSE_MODEL_LOG")
     if log:
         with open(log, "a") as f:
-            f.write(json.dumps({"name": recipe.name, "digest": recipe.digest()}) + "\n")
+            f.write(
+                json.dumps({"name": recipe.name, "digest": recipe.digest()})
+                + "\n"
+            )

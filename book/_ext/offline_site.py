@@ -6,6 +6,8 @@
   Binder), and that extension writes its configuration script twice on every page
   (a console error: "Identifier 'THEBE_JS_URL' has already been declared").
 - The theme starts in light mode: figures are black ink on white.
+- ``static/vaecourse.css``: code cells in a font size at which the chapters'
+  79-character lines fit the page.
 """
 
 import importlib.metadata
@@ -54,6 +56,11 @@ def light_mode(app, config):
     config.html_context = {**config.html_context, "default_mode": "light"}
 
 
+def book_css(app, config):
+    static = str(Path(__file__).parent / "static")
+    config.html_static_path = [*config.html_static_path, static]
+
+
 def setup(app):
     if not (mathjax_root() / "tex-chtml.js").exists():
         raise RuntimeError(
@@ -61,6 +68,8 @@ def setup(app):
         )
     app.config.mathjax_path = "mathjax/tex-chtml.js"
     app.connect("config-inited", light_mode)
+    app.connect("config-inited", book_css)
+    app.add_css_file("vaecourse.css")
     app.connect("html-page-context", drop_thebe)
     app.connect("build-finished", copy_mathjax)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

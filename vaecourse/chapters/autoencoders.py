@@ -1,14 +1,16 @@
 """The chapter "Autoencoders": its models and losses, and its measuring tools.
 
-- ``mlp`` and ``Autoencoder``: the MLP builder and the reference autoencoder that later
-  chapters build on; ``ConvAutoencoder``, ``TiedAutoencoder`` and the linear autoencoder
-  (``LinearAutoencoder``, ``linear_loss``, ``train_linear``) of the chapter's comparisons,
-  and its two losses, ``bce_loss`` and ``mse_loss`` (the chapter writes them out; a test
-  keeps the copies identical);
-- ``psnr`` and ``code_bits``: distortion in decibels and the cost in bits of entropy-coding
-  quantized codes, for rate-distortion curves;
+- ``mlp`` and ``Autoencoder``: the MLP builder and the reference autoencoder
+  that later chapters build on; ``ConvAutoencoder``, ``TiedAutoencoder`` and
+  the linear autoencoder (``LinearAutoencoder``, ``linear_loss``,
+  ``train_linear``) of the chapter's comparisons, and its two losses,
+  ``bce_loss`` and ``mse_loss`` (the chapter writes them out; a test keeps the
+  copies identical);
+- ``psnr`` and ``code_bits``: distortion in decibels and the cost in bits of
+  entropy-coding quantized codes, for rate-distortion curves;
 - ``encoded_bits``: real JPEG and PNG byte counts (Pillow) of MNIST images;
-- ``non_digits``: letters and shapes drawn in MNIST's format, for anomaly detection.
+- ``non_digits``: letters and shapes drawn in MNIST's format, for anomaly
+  detection.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from vaecourse.train import quick_steps
 
 
 def mlp(sizes, activation=nn.ReLU):
-    """Linear layers of the given sizes with ``activation`` between them (not after the
-    last): a plain ``nn.Sequential``, which the browser explorers can run as it is."""
+    """Linear layers of the given sizes with ``activation`` between them (not
+    after the last): a plain ``nn.Sequential``, which the browser explorers can
+    run as it is."""
     if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"mlp needs at least two layer sizes, all >= 1; got {sizes}")
+        raise ValueError(
+            f"mlp needs at least two layer sizes, all >= 1; got {sizes}"
+        )
     layers = [nn.Linear(sizes[0], sizes[1])]
     for n_in, n_out in zip(sizes[1:-1], sizes[2:], strict=True):
         layers += [activation(), nn.Linear(n_in, n_out)]
@@ -36,11 +41,12 @@ def mlp(sizes, activation=nn.ReLU):
 
 
 class Autoencoder(nn.Module):
-    """An MLP autoencoder: 784 -> hidden... -> latent -> reversed(hidden)... -> 784.
+    """An MLP autoencoder: 784 -> hidden... -> latent -> reversed(hidden)... ->
+    784.
 
     ``activation`` between the layers and a linear code (no activation on the
-    bottleneck). The decoder outputs 784 logits; ``decode`` turns them into images
-    through a sigmoid, so every reconstructed pixel is in (0, 1).
+    bottleneck). The decoder outputs 784 logits; ``decode`` turns them into
+    images through a sigmoid, so every reconstructed pixel is in (0, 1).
     """
 
     def __init__(self, latent=32, hidden=(256,), activation=nn.ReLU):
@@ -59,8 +65,8 @@ class Autoencoder(nn.Module):
 
 
 class ConvAutoencoder(nn.Module):
-    """Two strided convolutions down to a code of ``latent`` numbers, and two transposed
-    convolutions back up to a 28 x 28 image in (0, 1)."""
+    """Two strided convolutions down to a code of ``latent`` numbers, and two
+    transposed convolutions back up to a 28 x 28 image in (0, 1)."""
 
     def __init__(self, latent=32):
         super().__init__()
@@ -93,7 +99,8 @@ class ConvAutoencoder(nn.Module):
 
 
 class TiedAutoencoder(nn.Module):
-    """The vanilla autoencoder with W' = Wᵀ: one weight matrix, used both ways."""
+    """The vanilla autoencoder with W' = Wᵀ: one weight matrix, used both
+    ways."""
 
     def __init__(self, latent=32):
         super().__init__()
@@ -105,7 +112,9 @@ class TiedAutoencoder(nn.Module):
         return x.flatten(1) @ self.weight.T + self.bias
 
     def decode(self, z):
-        return torch.sigmoid(z @ self.weight + self.output_bias).view(-1, 1, 28, 28)
+        return torch.sigmoid(z @ self.weight + self.output_bias).view(
+            -1, 1, 28, 28
+        )
 
     def forward(self, x):
         return self.decode(self.encode(x))
@@ -115,14 +124,20 @@ def bce_loss(model, batch):
     """Binary cross-entropy per pixel (the loss), and the MSE (tracked)."""
     (x,) = batch
     x_hat = model(x)
-    return {"loss": F.binary_cross_entropy(x_hat, x), "mse": F.mse_loss(x_hat, x)}
+    return {
+        "loss": F.binary_cross_entropy(x_hat, x),
+        "mse": F.mse_loss(x_hat, x),
+    }
 
 
 def mse_loss(model, batch):
     """Mean squared error per pixel (the loss), and the BCE (tracked)."""
     (x,) = batch
     x_hat = model(x)
-    return {"loss": F.mse_loss(x_hat, x), "bce": F.binary_cross_entropy(x_hat, x)}
+    return {
+        "loss": F.mse_loss(x_hat, x),
+        "bce": F.binary_cross_entropy(x_hat, x),
+    }
 
 
 class LinearAutoencoder(nn.Module):
@@ -142,8 +157,8 @@ class LinearAutoencoder(nn.Module):
 
 
 def linear_loss(model, cov):
-    """The linear autoencoder's per-pixel MSE on a whole data set, from the data's
-    covariance ``cov``: O(k d²) per step instead of O(N k d)."""
+    """The linear autoencoder's per-pixel MSE on a whole data set, from the
+    data's covariance ``cov``: O(k d²) per step instead of O(N k d)."""
     w_enc, w_dec = model.encoder.weight, model.decoder.weight
     enc_cov = w_enc @ cov  # k x d
     return (
@@ -154,8 +169,9 @@ def linear_loss(model, cov):
 
 
 def train_linear(model, images, *, steps, lr):
-    """Full-batch Adam on ``linear_loss`` over ``images``, the learning rate decaying to
-    zero along a cosine over ``steps`` steps; the model's mean is the images' mean."""
+    """Full-batch Adam on ``linear_loss`` over ``images``, the learning rate
+    decaying to zero along a cosine over ``steps`` steps; the model's mean is
+    the images' mean."""
     flat = images.flatten(1).double()
     model.mean.copy_(flat.mean(0))
     centred = flat - flat.mean(0)
@@ -176,35 +192,43 @@ def train_linear(model, images, *, steps, lr):
 
 
 def psnr(mse) -> float:
-    """Peak signal-to-noise ratio in dB of a mean squared error, for pixels in [0, 1]:
-    10 log10(1 / mse). Higher is better; +6 dB is half the root-mean-square error."""
+    """Peak signal-to-noise ratio in dB of a mean squared error, for pixels in
+    [0, 1]: 10 log10(1 / mse). Higher is better; +6 dB is half the
+    root-mean-square error."""
     mse = float(mse)
     if not mse > 0:
-        raise ValueError(f"PSNR needs a positive mean squared error, got {mse}")
+        raise ValueError(
+            f"PSNR needs a positive mean squared error, got {mse}"
+        )
     return 10 * math.log10(1 / mse)
 
 
 def code_bits(train_symbols, test_symbols) -> float:
-    """Mean bits per test image of an ideal entropy coder for integer codes of shape
-    (N, k), coding each of the k dimensions with its own probability table.
+    """Mean bits per test image of an ideal entropy coder for integer codes of
+    shape (N, k), coding each of the k dimensions with its own probability
+    table.
 
-    The tables are counted on ``train_symbols`` (the coder is fixed before it sees the
-    test set), with +1/2 added to every symbol between the smallest and largest value seen
-    in either set, so an unseen symbol costs many bits but not infinitely many. The cost
-    of a test image is sum_j -log2 p_j(symbol_j); an arithmetic coder gets within 2 bits of
-    this total for a whole message.
+    The tables are counted on ``train_symbols`` (the coder is fixed before it
+    sees the test set), with +1/2 added to every symbol between the smallest
+    and largest value seen in either set, so an unseen symbol costs many bits
+    but not infinitely many. The cost of a test image is sum_j -log2
+    p_j(symbol_j); an arithmetic coder gets within 2 bits of this total for a
+    whole message.
     """
     train = np.asarray(train_symbols)
     test = np.asarray(test_symbols)
     if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
         raise ValueError(
-            "code_bits needs two 2-D integer arrays (N, k) with the same k, got shapes "
-            f"{train.shape} and {test.shape}"
+            "code_bits needs two 2-D integer arrays (N, k) with the same k, "
+            f"got shapes {train.shape} and {test.shape}"
         )
     if not (
-        np.issubdtype(train.dtype, np.integer) and np.issubdtype(test.dtype, np.integer)
+        np.issubdtype(train.dtype, np.integer)
+        and np.issubdtype(test.dtype, np.integer)
     ):
-        raise ValueError("code_bits counts integer symbols: quantize the codes first")
+        raise ValueError(
+            "code_bits counts integer symbols: quantize the codes first"
+        )
     total = 0.0
     for j in range(train.shape[1]):
         low = min(train[:, j].min(), test[:, j].min())
@@ -216,22 +240,29 @@ def code_bits(train_symbols, test_symbols) -> float:
 
 
 def encoded_bits(images, fmt: str, **options) -> tuple[float, torch.Tensor]:
-    """Encode images of shape (N, 1, 28, 28) in [0, 1] with Pillow as one tiled mosaic in
-    ``fmt`` ("JPEG" or "PNG", with Pillow's save ``options`` such as ``quality``);
-    return (bits per image of the real file, the decoded images).
+    """Encode images of shape (N, 1, 28, 28) in [0, 1] with Pillow as one tiled
+    mosaic in ``fmt`` ("JPEG" or "PNG", with Pillow's save ``options`` such as
+    ``quality``); return (bits per image of the real file, the decoded images).
 
-    One mosaic (ceil(sqrt N) images per row, blank tiles at the end) spreads the file's
-    header over all N images: a single 28 x 28 JPEG file spends most of its bytes on its
-    header. Pixels are rounded to the 256 grey levels MNIST is stored in.
+    One mosaic (ceil(sqrt N) images per row, blank tiles at the end) spreads
+    the file's header over all N images: a single 28 x 28 JPEG file spends most
+    of its bytes on its header. Pixels are rounded to the 256 grey levels MNIST
+    is stored in.
     """
     if fmt not in ("JPEG", "PNG"):
         raise ValueError(f"fmt must be 'JPEG' or 'PNG', got {fmt!r}")
     from PIL import Image
 
-    x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images
+    x = (
+        images.detach().cpu().numpy()
+        if isinstance(images, torch.Tensor)
+        else images
+    )
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[1:] != (1, 28, 28) or len(x) == 0:
-        raise ValueError(f"expected images of shape (N, 1, 28, 28), got {x.shape}")
+        raise ValueError(
+            f"expected images of shape (N, 1, 28, 28), got {x.shape}"
+        )
     n = len(x)
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
@@ -239,17 +270,24 @@ def encoded_bits(images, fmt: str, **options) -> tuple[float, torch.Tensor]:
     tiles[:n] = np.rint(np.clip(x[:, 0], 0, 1) * 255).astype(np.uint8)
     mosaic = tiles.reshape(rows, cols, 28, 28).transpose(0, 2, 1, 3)
     buffer = io.BytesIO()
-    Image.fromarray(mosaic.reshape(rows * 28, cols * 28)).save(buffer, fmt, **options)
-    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("L"))
+    Image.fromarray(mosaic.reshape(rows * 28, cols * 28)).save(
+        buffer, fmt, **options
+    )
+    decoded = np.asarray(
+        Image.open(io.BytesIO(buffer.getvalue())).convert("L")
+    )
     decoded = decoded.reshape(rows, 28, cols, 28).transpose(0, 2, 1, 3)
     decoded = decoded.reshape(rows * cols, 1, 28, 28)[:n]
-    return 8 * buffer.getbuffer().nbytes / n, torch.from_numpy(decoded / 255.0).float()
+    return 8 * buffer.getbuffer().nbytes / n, torch.from_numpy(
+        decoded / 255.0
+    ).float()
 
 
 def mnist_frame(picture: np.ndarray) -> np.ndarray:
-    """Put a grey picture (white ink on black, any size) into MNIST's format: crop to its
-    ink, scale the longer side to 20 pixels keeping the aspect ratio (anti-aliased), and
-    place it in a 28 x 28 frame with its centre of mass at pixel (14, 14), as MNIST did."""
+    """Put a grey picture (white ink on black, any size) into MNIST's format:
+    crop to its ink, scale the longer side to 20 pixels keeping the aspect
+    ratio (anti-aliased), and place it in a 28 x 28 frame with its centre of
+    mass at pixel (14, 14), as MNIST did."""
     from PIL import Image
 
     picture = np.asarray(picture, dtype=np.float32)
@@ -258,8 +296,13 @@ def mnist_frame(picture: np.ndarray) -> np.ndarray:
         raise ValueError("mnist_frame got a picture without ink")
     crop = picture[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     scale = 20 / max(crop.shape)
-    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-    image = Image.fromarray(np.uint8(np.clip(crop, 0, 255))).resize(size, Image.LANCZOS)
+    size = (
+        max(1, round(crop.shape[1] * scale)),
+        max(1, round(crop.shape[0] * scale)),
+    )
+    image = Image.fromarray(np.uint8(np.clip(crop, 0, 255))).resize(
+        size, Image.LANCZOS
+    )
     small = np.asarray(image, dtype=np.float32) / 255
     grid_r, grid_c = np.indices(small.shape)
     mass = small.sum()
@@ -306,11 +349,14 @@ def _draw_shape(draw, rng, _font):
     return kind
 
 
-def non_digits(kind: str, n: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
-    """``n`` images that are not digits, in MNIST's format (N, 1, 28, 28) in [0, 1], and
-    what each one is: ``kind`` "letters" (A-Z and a-z in Pillow's default font, randomly
-    rotated by up to 20 degrees) or "shapes" (outlines of ellipses, rectangles, triangles,
-    crosses, and filled disks, of random size and thickness)."""
+def non_digits(
+    kind: str, n: int, seed: int = 0
+) -> tuple[torch.Tensor, list[str]]:
+    """``n`` images that are not digits, in MNIST's format (N, 1, 28, 28) in
+    [0, 1], and what each one is: ``kind`` "letters" (A-Z and a-z in Pillow's
+    default font, randomly rotated by up to 20 degrees) or "shapes" (outlines
+    of ellipses, rectangles, triangles, crosses, and filled disks, of random
+    size and thickness)."""
     from PIL import Image, ImageDraw, ImageFont
 
     draw_one = {"letters": _draw_letter, "shapes": _draw_shape}.get(kind)
@@ -331,9 +377,10 @@ def non_digits(kind: str, n: int, seed: int = 0) -> tuple[torch.Tensor, list[str
 
 @torch.no_grad()
 def count_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-adds of one forward pass of ``model``, per image of the batch ``x``: a
-    measure of compute that, unlike a wall time, does not depend on the machine. Counts
-    the layers that do the arithmetic (Linear, Conv2d, ConvTranspose2d)."""
+    """Multiply-adds of one forward pass of ``model``, per image of the batch
+    ``x``: a measure of compute that, unlike a wall time, does not depend on
+    the machine. Counts the layers that do the arithmetic (Linear, Conv2d,
+    ConvTranspose2d)."""
     total = 0
 
     def hook(module, inputs, output):
@@ -342,17 +389,29 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
             total += output.numel() * module.in_features
         elif isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
-            total += output.numel() * module.in_channels // module.groups * kh * kw
+            total += (
+                output.numel() * module.in_channels // module.groups * kh * kw
+            )
         elif isinstance(module, nn.ConvTranspose2d):
             kh, kw = module.kernel_size
-            total += inputs[0].numel() * module.out_channels // module.groups * kh * kw
+            total += (
+                inputs[0].numel()
+                * module.out_channels
+                // module.groups
+                * kh
+                * kw
+            )
 
     layers = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
     handles = [
-        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, layers)
     ]
     if not handles:
-        raise ValueError("count_macs found no Linear or convolution layer in the model")
+        raise ValueError(
+            "count_macs found no Linear or convolution layer in the model"
+        )
     try:
         model(x)
     finally:

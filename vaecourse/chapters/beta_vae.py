@@ -1,10 +1,10 @@
-"""The chapter "The β-VAE": the book's VAE trained on distortion + β·rate, and what the
-sweep measures.
+"""The chapter "The β-VAE": the book's VAE trained on distortion + β·rate, and
+what the sweep measures.
 
-Distortion D = -E_q[log p(x|z)] and rate R = KL(q(z|x) ‖ p(z)), both in nats per image:
-the negative ELBO is D + R, and the β-VAE minimises D + β R (β = 1 is the VAE). The
-chapter writes out ``train_beta_vae``; its trained models are ``vaecourse.zoo``'s
-``beta-vae-<β>``.
+Distortion D = -E_q[log p(x|z)] and rate R = KL(q(z|x) ‖ p(z)), both in nats
+per image: the negative ELBO is D + R, and the β-VAE minimises D + β R (β = 1
+is the VAE). The chapter writes out ``train_beta_vae``; its trained models are
+``vaecourse.zoo``'s ``beta-vae-<β>``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,21 @@ BETAS = (0.1, 0.3, 1.0, 2.0, 4.0, 10.0)  # the chapter's sweep
 
 
 def train_beta_vae(
-    model, images, *, beta, epochs, batch_size=256, lr=5e-3, kl_warmup=0.3, seed=0
+    model,
+    images,
+    *,
+    beta,
+    epochs,
+    batch_size=256,
+    lr=5e-3,
+    kl_warmup=0.3,
+    seed=0,
 ):
-    """Train a Bernoulli-decoder VAE on grey ``images`` by minimising distortion + β·rate:
-    the VAE chapter's recipe (``train_vae``) with the KL weight warmed up from 0 to
-    ``beta``, not to 1. Returns ``fit``'s history: per epoch the loss, the distortion
-    (``reconstruction``) and the rate (``kl``), in nats per image."""
+    """Train a Bernoulli-decoder VAE on grey ``images`` by minimising
+    distortion + β·rate: the VAE chapter's recipe (``train_vae``) with the KL
+    weight warmed up from 0 to ``beta``, not to 1. Returns ``fit``'s history:
+    per epoch the loss, the distortion (``reconstruction``) and the rate
+    (``kl``), in nats per image."""
     if not beta > 0:
         raise ValueError(f"beta must be > 0 (beta = 1 is the VAE), got {beta}")
     return train_vae(
@@ -42,10 +51,11 @@ def train_beta_vae(
 
 @torch.no_grad()
 def rate_distortion(model, images, seed=0, batch_size=1000):
-    """Mean distortion and rate (nats per image) of ``model`` on ``images``, binarized
-    once with ``binarize_static(images, seed)``; the distortion is a one-sample Monte
-    Carlo estimate with a fixed seed. Returns a dict with ``distortion``, ``rate`` and
-    ``kl_per_dim``, the rate of each latent dimension (a tensor that sums to ``rate``).
+    """Mean distortion and rate (nats per image) of ``model`` on ``images``,
+    binarized once with ``binarize_static(images, seed)``; the distortion is a
+    one-sample Monte Carlo estimate with a fixed seed. Returns a dict with
+    ``distortion``, ``rate`` and ``kl_per_dim``, the rate of each latent
+    dimension (a tensor that sums to ``rate``).
     """
     if len(images) == 0:
         raise ValueError("rate_distortion needs at least one image")
@@ -71,19 +81,23 @@ def rate_distortion(model, images, seed=0, batch_size=1000):
 
 
 def active_dimensions(kl_per_dim, threshold=0.01):
-    """The latent dimensions whose average KL(q(z_j|x) ‖ p(z_j)) exceeds ``threshold``
-    nats: a dimension below it carries (almost) no information about x, because its
-    posterior is the prior for every image. Returns a boolean tensor."""
+    """The latent dimensions whose average KL(q(z_j|x) ‖ p(z_j)) exceeds
+    ``threshold`` nats: a dimension below it carries (almost) no information
+    about x, because its posterior is the prior for every image. Returns a
+    boolean tensor."""
     if not threshold >= 0:
-        raise ValueError(f"the threshold is a KL in nats, >= 0; got {threshold}")
+        raise ValueError(
+            f"the threshold is a KL in nats, >= 0; got {threshold}"
+        )
     return torch.as_tensor(kl_per_dim) > threshold
 
 
 @torch.no_grad()
 def traversal(model, image, values):
-    """Latent traversals of one image: start from its posterior mean, set one dimension
-    at a time to each of ``values`` and decode. Returns images of shape
-    (latent_dim, len(values), 1, 28, 28), row j varying dimension j only."""
+    """Latent traversals of one image: start from its posterior mean, set one
+    dimension at a time to each of ``values`` and decode. Returns images of
+    shape (latent_dim, len(values), 1, 28, 28), row j varying dimension j only.
+    """
     mu, _ = model.encode(image.reshape(1, 784))
     values = torch.as_tensor(values, dtype=mu.dtype)
     d = model.latent_dim

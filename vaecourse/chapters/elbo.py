@@ -1,17 +1,19 @@
-"""The chapter "Latent variables and the ELBO": the linear-Gaussian latent-variable model
-(probabilistic PCA, Tipping & Bishop 1999).
+"""The chapter "Latent variables and the ELBO": the linear-Gaussian
+latent-variable model (probabilistic PCA, Tipping & Bishop 1999).
 
     z ~ N(0, I_k),    x | z ~ N(W z + b, σ² I_d)
 
-It is the one latent-variable model of the book whose marginal likelihood and posterior
-are known exactly, which is why the ELBO chapter uses it: there, "ELBO ≤ log p(x)" and
-"the gap is KL(q ‖ p(z|x))" can be checked to the last digit instead of believed.
+It is the one latent-variable model of the book whose marginal likelihood and
+posterior are known exactly, which is why the ELBO chapter uses it: there,
+"ELBO ≤ log p(x)" and "the gap is KL(q ‖ p(z|x))" can be checked to the last
+digit instead of believed.
 
-    x ~ N(b, W Wᵀ + σ² I),    z | x ~ N(M⁻¹ Wᵀ (x - b), σ² M⁻¹),    M = WᵀW + σ² I_k.
+    x ~ N(b, W Wᵀ + σ² I),    z | x ~ N(M⁻¹ Wᵀ (x - b), σ² M⁻¹),
+    M = WᵀW + σ² I_k.
 
 Everything is computed with k×k matrices (the Woodbury identity and the matrix
-determinant lemma), so d = 784 costs nothing. Use float64: on MNIST, log-densities are
-thousands of nats and the differences that matter are small.
+determinant lemma), so d = 784 costs nothing. Use float64: on MNIST,
+log-densities are thousands of nats and the differences that matter are small.
 """
 
 from __future__ import annotations
@@ -24,32 +26,41 @@ from vaecourse.prob import LOG_2PI
 def check_model(W: torch.Tensor, b: torch.Tensor, sigma2) -> None:
     """Raise a clear error unless W is (d, k), b is (d,) and sigma2 > 0."""
     if W.dim() != 2:
-        raise ValueError(f"W must be a (d, k) matrix, got shape {tuple(W.shape)}")
+        raise ValueError(
+            f"W must be a (d, k) matrix, got shape {tuple(W.shape)}"
+        )
     if b.shape != W.shape[:1]:
         raise ValueError(
-            f"b must have shape ({W.shape[0]},) to match W of shape {tuple(W.shape)}, "
-            f"got {tuple(b.shape)}"
+            f"b must have shape ({W.shape[0]},) to match W of shape "
+            f"{tuple(W.shape)}, got {tuple(b.shape)}"
         )
     if not float(torch.as_tensor(sigma2).detach()) > 0:
-        raise ValueError(f"the noise variance sigma2 must be positive, got {sigma2}")
+        raise ValueError(
+            f"the noise variance sigma2 must be positive, got {sigma2}"
+        )
 
 
 def fit_ppca(mean, eigenvalues, eigenvectors, k: int):
-    """Maximum-likelihood PPCA from PCA: the data's mean (d,) and the eigenvalues (d,) and
-    eigenvectors (d, d) of its covariance (divisor n), in any order. Returns (W, b, sigma2).
+    """Maximum-likelihood PPCA from PCA: the data's mean (d,) and the
+    eigenvalues (d,) and eigenvectors (d, d) of its covariance (divisor n), in
+    any order. Returns (W, b, sigma2).
 
-    Tipping & Bishop's closed form: b is the mean, σ² the average of the d - k smallest
-    eigenvalues (the variance the model leaves to noise), and W = U_k (Λ_k - σ² I)^½
-    with the top k eigenvectors U_k and eigenvalues Λ_k (times any rotation, omitted).
+    Tipping & Bishop's closed form: b is the mean, σ² the average of the d - k
+    smallest eigenvalues (the variance the model leaves to noise), and W = U_k
+    (Λ_k - σ² I)^½ with the top k eigenvectors U_k and eigenvalues Λ_k (times
+    any rotation, omitted).
     """
     d = mean.shape[-1]
     if eigenvalues.shape != (d,) or eigenvectors.shape != (d, d):
         raise ValueError(
-            f"eigenvalues must be ({d},) and eigenvectors ({d}, {d}) to match mean, "
-            f"got {tuple(eigenvalues.shape)} and {tuple(eigenvectors.shape)}"
+            f"eigenvalues must be ({d},) and eigenvectors ({d}, {d}) to "
+            f"match mean, got {tuple(eigenvalues.shape)} and "
+            f"{tuple(eigenvectors.shape)}"
         )
     if not 1 <= k < d:
-        raise ValueError(f"the latent size k must be between 1 and {d - 1}, got {k}")
+        raise ValueError(
+            f"the latent size k must be between 1 and {d - 1}, got {k}"
+        )
     order = torch.argsort(eigenvalues, descending=True)
     eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
     sigma2 = eigenvalues[k:].mean()
@@ -58,11 +69,12 @@ def fit_ppca(mean, eigenvalues, eigenvectors, k: int):
 
 
 def log_likelihood(x, z, W, b, sigma2):
-    """log p(x|z) = log N(x; W z + b, σ² I), summed over the d pixels; broadcasts over
-    the leading dimensions of x (..., d) and z (..., k).
+    """log p(x|z) = log N(x; W z + b, σ² I), summed over the d pixels;
+    broadcasts over the leading dimensions of x (..., d) and z (..., k).
 
-    ‖x - b - W z‖² is expanded as ‖r‖² - 2 zᵀWᵀr + zᵀWᵀW z (r = x - b), so that each
-    extra z costs k² operations instead of d·k: a million prior samples are cheap.
+    ‖x - b - W z‖² is expanded as ‖r‖² - 2 zᵀWᵀr + zᵀWᵀW z (r = x - b), so that
+    each extra z costs k² operations instead of d·k: a million prior samples
+    are cheap.
     """
     check_model(W, b, sigma2)
     d = W.shape[0]
@@ -85,7 +97,9 @@ def log_marginal(x, W, b, sigma2):
     r = x - b
     Wr = (r @ W).unsqueeze(-1)  # Wᵀ r, as a column
     # rᵀ (W Wᵀ + σ² I)⁻¹ r = (‖r‖² - rᵀ W M⁻¹ Wᵀ r) / σ²
-    quadratic = (r * r).sum(-1) - (Wr * torch.cholesky_solve(Wr, L)).sum((-2, -1))
+    quadratic = (r * r).sum(-1) - (Wr * torch.cholesky_solve(Wr, L)).sum(
+        (-2, -1)
+    )
     log_sigma2 = torch.log(torch.as_tensor(sigma2))
     logdet = (d - k) * log_sigma2 + 2 * torch.log(torch.diagonal(L)).sum()
     return -0.5 * (d * LOG_2PI + logdet + quadratic / sigma2)
@@ -94,9 +108,9 @@ def log_marginal(x, W, b, sigma2):
 def posterior(x, W, b, sigma2):
     """The exact posterior p(z|x) = N(mean, cov) for each row of x (..., d).
 
-    mean = M⁻¹ Wᵀ (x - b) (one row per x) and cov = σ² M⁻¹ (the same for every x),
-    with M = WᵀW + σ² I: Bayes' rule for a Gaussian prior and a linear-Gaussian
-    likelihood.
+    mean = M⁻¹ Wᵀ (x - b) (one row per x) and cov = σ² M⁻¹ (the same for every
+    x), with M = WᵀW + σ² I: Bayes' rule for a Gaussian prior and a
+    linear-Gaussian likelihood.
     """
     check_model(W, b, sigma2)
     k = W.shape[1]
@@ -107,8 +121,8 @@ def posterior(x, W, b, sigma2):
 def expected_log_likelihood(x, mean, cov, W, b, sigma2):
     """E_{z ~ N(mean, cov)}[log p(x|z)] in closed form (no sampling):
 
-    -½ [d log(2πσ²) + (‖x - b - W mean‖² + tr(W cov Wᵀ)) / σ²],
-    because E‖r - W z‖² = ‖r - W mean‖² + tr(W cov Wᵀ) for z with that mean and cov.
+    -½ [d log(2πσ²) + (‖x - b - W mean‖² + tr(W cov Wᵀ)) / σ²], because E‖r - W
+    z‖² = ‖r - W mean‖² + tr(W cov Wᵀ) for z with that mean and cov.
     """
     check_model(W, b, sigma2)
     d = W.shape[0]

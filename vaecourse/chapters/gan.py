@@ -1,9 +1,11 @@
-"""The book's generative adversarial network: losses, models, training and sampling.
+"""The book's generative adversarial network: losses, models, training and
+sampling.
 
-The chapter "Generative adversarial networks" writes these out and explains them (a test
-keeps the copies identical); its trained models are ``vaecourse.zoo``'s ``gan-*``, and
-``sample`` draws images from one. Images live in [-1, 1] inside the GAN
-(the generator ends with tanh) and in [0, 1] everywhere else in the book.
+The chapter "Generative adversarial networks" writes these out and explains
+them (a test keeps the copies identical); its trained models are
+``vaecourse.zoo``'s ``gan-*``, and ``sample`` draws images from one. Images
+live in [-1, 1] inside the GAN (the generator ends with tanh) and in [0, 1]
+everywhere else in the book.
 """
 
 from __future__ import annotations
@@ -20,17 +22,19 @@ from vaecourse.train import quick_steps
 
 
 def discriminator_loss(real_logits, fake_logits):
-    """-[log D(x) + log(1 - D(G(z)))], averaged: the discriminator's side of the game,
-    written with logits (D = sigmoid(logit)) so that it never takes log(0)."""
+    """-[log D(x) + log(1 - D(G(z)))], averaged: the discriminator's side of
+    the game, written with logits (D = sigmoid(logit)) so that it never takes
+    log(0)."""
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 
 def generator_loss(fake_logits, saturating=False):
     """The generator's loss on D's logits for generated images.
 
-    saturating=True:  log(1 - D(G(z))), the minimax game's own term (minimised by G);
-    saturating=False: -log D(G(z)), the non-saturating loss used in practice.
-    Both push D(G(z)) up; they differ in how hard they push when D(G(z)) is near 0.
+    saturating=True:  log(1 - D(G(z))), the minimax game's own term (minimised
+    by G); saturating=False: -log D(G(z)), the non-saturating loss used in
+    practice. Both push D(G(z)) up; they differ in how hard they push when
+    D(G(z)) is near 0.
     """
     if saturating:
         return -F.softplus(fake_logits).mean()
@@ -38,10 +42,12 @@ def generator_loss(fake_logits, saturating=False):
 
 
 def optimal_discriminator(p_data, p_g):
-    """D*(x) = p_data(x) / (p_data(x) + p_g(x)): the best discriminator against a fixed
-    generator, from the two densities evaluated at the same points."""
+    """D*(x) = p_data(x) / (p_data(x) + p_g(x)): the best discriminator against
+    a fixed generator, from the two densities evaluated at the same points."""
     if (p_data < 0).any() or (p_g < 0).any():
-        raise ValueError("densities must be >= 0; pass p_data(x) and p_g(x), not logs")
+        raise ValueError(
+            "densities must be >= 0; pass p_data(x) and p_g(x), not logs"
+        )
     total = p_data + p_g
     if (total <= 0).any():
         raise ValueError("p_data(x) + p_g(x) must be > 0 at every point given")
@@ -49,18 +55,22 @@ def optimal_discriminator(p_data, p_g):
 
 
 class GAN(nn.Module):
-    """A generator G: z -> image in [-1, 1] (tanh) and a discriminator D: image -> logit
-    of "real", both MLPs. ``snapshots`` keeps G's images for a fixed batch of z at points
-    during training (stored as bytes), so the chapter can show how training went."""
+    """A generator G: z -> image in [-1, 1] (tanh) and a discriminator D: image
+    -> logit of "real", both MLPs. ``snapshots`` keeps G's images for a fixed
+    batch of z at points during training (stored as bytes), so the chapter can
+    show how training went."""
 
-    def __init__(self, latent_dim=64, hidden=(128, 256), n_snapshots=8, n_shown=100):
+    def __init__(
+        self, latent_dim=64, hidden=(128, 256), n_snapshots=8, n_shown=100
+    ):
         super().__init__()
         self.latent_dim = latent_dim
         leaky = partial(nn.LeakyReLU, 0.2)
         self.generator = mlp([latent_dim, *hidden, 784], leaky)
         self.discriminator = mlp([784, *reversed(hidden), 1], leaky)
         self.register_buffer(
-            "snapshots", torch.zeros(n_snapshots, n_shown, 1, 28, 28, dtype=torch.uint8)
+            "snapshots",
+            torch.zeros(n_snapshots, n_shown, 1, 28, 28, dtype=torch.uint8),
         )
         self.register_buffer(
             "snapshot_steps", torch.zeros(n_snapshots, dtype=torch.long)
@@ -87,10 +97,11 @@ def train_gan(
     log_every=50,
     seed=0,
 ):
-    """Alternate one discriminator step and one generator step, ``steps`` times, with
-    Adam(betas=(0.5, 0.999)); return one history row per ``log_every`` steps (mean
-    losses, mean D(x) and D(G(z)), elapsed seconds). Images in [0, 1] are mapped to
-    [-1, 1]. In quick mode at most ``QUICK_BATCHES`` steps."""
+    """Alternate one discriminator step and one generator step, ``steps``
+    times, with Adam(betas=(0.5, 0.999)); return one history row per
+    ``log_every`` steps (mean losses, mean D(x) and D(G(z)), elapsed seconds).
+    Images in [0, 1] are mapped to [-1, 1]. In quick mode at most
+    ``QUICK_BATCHES`` steps."""
     steps = quick_steps(steps)
     if steps < 1 or batch_size < 1:
         raise ValueError(
@@ -121,7 +132,8 @@ def train_gan(
         real = images[index] * 2 - 1
         z = torch.randn(batch_size, model.latent_dim, generator=generator)
         fake = model.generate(z)
-        # discriminator step: fakes detached, so only D's weights get this gradient
+        # discriminator step: fakes detached, so only D's weights get this
+        # gradient
         real_logits = model.discriminate(real)
         fake_logits = model.discriminate(fake.detach())
         d_loss = discriminator_loss(real_logits, fake_logits)
@@ -156,7 +168,9 @@ def sample(model, n, seed=0):
     """``n`` generated images, shape (n, 1, 28, 28), in [0, 1]; seeded."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    z = torch.randn(
+        n, model.latent_dim, generator=torch.Generator().manual_seed(seed)
+    )
     device = next(model.parameters()).device
     with torch.no_grad():  # images to look at and to measure, not to train on
         return (model.generate(z.to(device)).cpu() + 1) / 2

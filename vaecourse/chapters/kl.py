@@ -1,9 +1,10 @@
-"""The chapter "The Kullback-Leibler divergence": the divergences it derives and checks.
+"""The chapter "The Kullback-Leibler divergence": the divergences it derives
+and checks.
 
-The chapter writes each of these out (a test keeps the copies identical); later chapters
-import them from here. Everything works elementwise on tensors and broadcasts, so a
-caller sums over the dimensions it means (for example ``.sum(-1)`` over latent units).
-Logarithms are natural: results are in nats.
+The chapter writes each of these out (a test keeps the copies identical); later
+chapters import them from here. Everything works elementwise on tensors and
+broadcasts, so a caller sums over the dimensions it means (for example
+``.sum(-1)`` over latent units). Logarithms are natural: results are in nats.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import torch
 def bernoulli_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """KL(Ber(p) ‖ Ber(q)) = p log(p/q) + (1-p) log((1-p)/(1-q)), elementwise.
 
-    ``xlogy`` gives the convention 0·log 0 = 0, so p = 0 or p = 1 is fine; a q of exactly
-    0 or 1 where p puts mass gives +inf, as the support condition says it must.
+    ``xlogy`` gives the convention 0·log 0 = 0, so p = 0 or p = 1 is fine; a q
+    of exactly 0 or 1 where p puts mass gives +inf, as the support condition
+    says it must.
     """
     p, q = torch.as_tensor(p), torch.as_tensor(q)
     if ((p < 0) | (p > 1)).any() or ((q < 0) | (q > 1)).any():
@@ -27,7 +29,9 @@ def bernoulli_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     ) - torch.xlogy(1 - p, 1 - q)
 
 
-def categorical_kl(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
+def categorical_kl(
+    p: torch.Tensor, q: torch.Tensor, dim: int = -1
+) -> torch.Tensor:
     """KL(p ‖ q) = Σ_x p(x) log(p(x)/q(x)) between discrete distributions.
 
     ``p`` and ``q`` hold probabilities along ``dim`` (other dimensions
@@ -38,7 +42,9 @@ def categorical_kl(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Ten
     p, q = torch.as_tensor(p), torch.as_tensor(q)
     for name, probs in (("p", p), ("q", q)):
         if (probs < 0).any():
-            raise ValueError(f"categorical_kl: {name} has negative probabilities")
+            raise ValueError(
+                f"categorical_kl: {name} has negative probabilities"
+            )
         total = probs.sum(dim)
         tolerance = torch.finfo(total.dtype).eps ** 0.5
         if ((total - 1).abs() > tolerance).any():
@@ -51,12 +57,16 @@ def categorical_kl(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Ten
 
 
 def gaussian_kl(
-    mu0: torch.Tensor, logvar0: torch.Tensor, mu1: torch.Tensor, logvar1: torch.Tensor
+    mu0: torch.Tensor,
+    logvar0: torch.Tensor,
+    mu1: torch.Tensor,
+    logvar1: torch.Tensor,
 ) -> torch.Tensor:
-    """KL(N(mu0, var0) ‖ N(mu1, var1)) per dimension, variances given as log-variances.
+    """KL(N(mu0, var0) ‖ N(mu1, var1)) per dimension, variances given as
+    log-variances.
 
-    = ½ (var0/var1 + (mu0 - mu1)²/var1 - 1 + logvar1 - logvar0). Summed over independent
-    dimensions it is the KL between diagonal Gaussians.
+    = ½ (var0/var1 + (mu0 - mu1)²/var1 - 1 + logvar1 - logvar0). Summed over
+    independent dimensions it is the KL between diagonal Gaussians.
     """
     return 0.5 * (
         torch.exp(logvar0 - logvar1)
@@ -67,7 +77,9 @@ def gaussian_kl(
     )
 
 
-def gaussian_kl_standard(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def gaussian_kl_standard(
+    mu: torch.Tensor, logvar: torch.Tensor
+) -> torch.Tensor:
     """KL(N(mu, var) ‖ N(0, 1)) per dimension: ½ (var + mu² - 1 - log var).
 
     This is the VAE's KL term; note the minus sign in front of log var.
@@ -76,13 +88,17 @@ def gaussian_kl_standard(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor
 
 
 def mvn_kl(
-    mu0: torch.Tensor, cov0: torch.Tensor, mu1: torch.Tensor, cov1: torch.Tensor
+    mu0: torch.Tensor,
+    cov0: torch.Tensor,
+    mu1: torch.Tensor,
+    cov1: torch.Tensor,
 ) -> torch.Tensor:
-    """KL(N(mu0, cov0) ‖ N(mu1, cov1)) for full covariance matrices (last dims k, k×k):
+    """KL(N(mu0, cov0) ‖ N(mu1, cov1)) for full covariance matrices (last dims
+    k, k×k):
 
-    ½ (tr(cov1⁻¹ cov0) + (mu1-mu0)ᵀ cov1⁻¹ (mu1-mu0) - k + log det cov1 - log det cov0).
-    Computed through Cholesky factors, which also rejects a matrix that is not positive
-    definite.
+    ½ (tr(cov1⁻¹ cov0) + (mu1-mu0)ᵀ cov1⁻¹ (mu1-mu0) - k + log det cov1 - log
+    det cov0). Computed through Cholesky factors, which also rejects a matrix
+    that is not positive definite.
     """
     k = mu0.shape[-1]
     l0 = torch.linalg.cholesky(cov0)
@@ -91,7 +107,9 @@ def mvn_kl(
     m = torch.linalg.solve_triangular(l1, l0, upper=False)
     trace = (m**2).sum((-2, -1))
     diff = (mu1 - mu0).unsqueeze(-1)
-    maha = (torch.linalg.solve_triangular(l1, diff, upper=False) ** 2).sum((-2, -1))
+    maha = (torch.linalg.solve_triangular(l1, diff, upper=False) ** 2).sum(
+        (-2, -1)
+    )
     logdet0 = 2 * torch.log(torch.diagonal(l0, dim1=-2, dim2=-1)).sum(-1)
     logdet1 = 2 * torch.log(torch.diagonal(l1, dim1=-2, dim2=-1)).sum(-1)
     return 0.5 * (trace + maha - k + logdet1 - logdet0)
@@ -109,7 +127,8 @@ def mean_and_standard_error(
     n = values.shape[dim]
     if n < 2:
         raise ValueError(
-            f"mean_and_standard_error: need at least 2 samples along dim {dim}, got {n}"
+            "mean_and_standard_error: need at least 2 samples along dim "
+            f"{dim}, got {n}"
         )
     return values.mean(dim), values.std(dim) / math.sqrt(n)
 

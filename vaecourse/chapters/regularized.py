@@ -1,10 +1,12 @@
-"""The chapter "Regularized autoencoders": a one-hidden-layer sigmoid autoencoder, the
-penalties the chapter adds to its reconstruction loss, and the losses it trains with.
+"""The chapter "Regularized autoencoders": a one-hidden-layer sigmoid
+autoencoder, the penalties the chapter adds to its reconstruction loss, and the
+losses it trains with.
 
-The chapter writes each of these out where the reader sees it (a test keeps the copies
-identical); the book's trained models (``vaecourse.zoo``) use them from here. The closed-form contractive penalty holds only for the sigmoid encoder
-of ``SigmoidAutoencoder``; ``jacobian_frobenius_sq`` computes the same quantity with
-autograd for any encoder, which is how the closed form is checked.
+The chapter writes each of these out where the reader sees it (a test keeps the
+copies identical); the book's trained models (``vaecourse.zoo``) use them from
+here. The closed-form contractive penalty holds only for the sigmoid encoder of
+``SigmoidAutoencoder``; ``jacobian_frobenius_sq`` computes the same quantity
+with autograd for any encoder, which is how the closed form is checked.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ L1_WEIGHT = 1.0  # lambda of the L1 penalty
 RHO = 0.05  # the KL penalty's target mean activation
 KL_WEIGHT = 3.0  # beta of the KL penalty
 CAE_WEIGHT = 0.5  # lambda of the contractive penalty
+SIGMA = 0.3  # Gaussian noise: for training and for the robustness tests
+MASK_LEVELS = (0.1, 0.4, 0.7)  # the masking models' destruction proportions
 TOY_SIGMA = 0.3  # the noise of the two-dimensional denoising example
 
 
@@ -90,9 +94,11 @@ def jacobian_frobenius_sq(encode, x):
 
 
 def bce(logits, x):
-    """Binary cross-entropy summed over the pixels, averaged over the batch: nats per
-    image."""
-    return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+    """Binary cross-entropy summed over the pixels, averaged over the batch:
+    nats per image."""
+    return F.binary_cross_entropy_with_logits(
+        logits, x, reduction="sum"
+    ) / len(x)
 
 
 def plain_loss(model, batch):
@@ -139,7 +145,8 @@ def contractive_loss(model, batch, weight=CAE_WEIGHT):
 
 
 def toy_loss(model, batch, sigma=TOY_SIGMA):
-    """Denoising in the plane: squared distance from r(x + sigma · eps) to x."""
+    """Denoising in the plane: squared distance from r(x + sigma · eps) to
+    x."""
     (x,) = batch
     rec = ((model(x + sigma * torch.randn_like(x)) - x) ** 2).sum(dim=1).mean()
     return {"loss": rec}

@@ -1,15 +1,18 @@
-"""The chapter "The reparameterization trick": two Monte Carlo estimators of the gradient
-∇_{μ,σ} E_{z ~ N(μ, σ²)}[f(z)], and the tiny VAE that shows what each ELBO term does.
+"""The chapter "The reparameterization trick": two Monte Carlo estimators of
+the gradient ∇_{μ,σ} E_{z ~ N(μ, σ²)}[f(z)], and the tiny VAE that shows what
+each ELBO term does.
 
 The chapter derives both estimators and compares their variances:
 
-- the score-function (REINFORCE) estimator f(z) ∇ log q(z), which needs only values of f;
-- the pathwise (reparameterized) estimator ∇_z f(z) ∂z/∂(μ, σ) with z = μ + σ ε,
-  which needs f to be differentiable and is usually far less noisy.
+- the score-function (REINFORCE) estimator f(z) ∇ log q(z), which needs only
+  values of f;
+- the pathwise (reparameterized) estimator ∇_z f(z) ∂z/∂(μ, σ) with z = μ + σ
+  ε, which needs f to be differentiable and is usually far less noisy.
 
-Both take a diagonal Gaussian (μ and σ of shape (D,)) and a function f mapping a batch of
-points (n, D) to n values, and return n single-sample estimates of each gradient, shape
-(n, D): their mean is the n-sample estimate and their spread measures its variance.
+Both take a diagonal Gaussian (μ and σ of shape (D,)) and a function f mapping
+a batch of points (n, D) to n values, and return n single-sample estimates of
+each gradient, shape (n, D): their mean is the n-sample estimate and their
+spread measures its variance.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from vaecourse.prob import log_bernoulli
 
 
 def draw(mu: torch.Tensor, sigma: torch.Tensor, n: int, generator=None):
-    """Check a diagonal Gaussian and draw n samples: (ε, z = μ + σ ε), each (n, D)."""
+    """Check a diagonal Gaussian and draw n samples: (ε, z = μ + σ ε), each (n,
+    D)."""
     if mu.dim() != 1 or sigma.shape != mu.shape:
         raise ValueError(
             "mu and sigma must be vectors of the same shape (D,), got "
@@ -31,13 +35,16 @@ def draw(mu: torch.Tensor, sigma: torch.Tensor, n: int, generator=None):
     if not (sigma > 0).all():
         raise ValueError("sigma must be positive (it is a standard deviation)")
     if n < 1:
-        raise ValueError(f"the number of samples n must be at least 1, got {n}")
+        raise ValueError(
+            f"the number of samples n must be at least 1, got {n}"
+        )
     eps = torch.randn((n, *mu.shape), generator=generator, dtype=mu.dtype)
     return eps, mu.detach() + sigma.detach() * eps
 
 
 def values(f, z: torch.Tensor) -> torch.Tensor:
-    """f at a batch of points z (n, D), checked to be n values (one per point)."""
+    """f at a batch of points z (n, D), checked to be n values (one per
+    point)."""
     out = f(z)
     if out.shape != z.shape[:1]:
         raise ValueError(
@@ -48,10 +55,11 @@ def values(f, z: torch.Tensor) -> torch.Tensor:
 
 
 def score_function_gradient(f, mu, sigma, n: int, generator=None):
-    """n single-sample score-function estimates of (∇_μ, ∇_σ) E_{N(μ, σ²)}[f(z)].
+    """n single-sample score-function estimates of (∇_μ, ∇_σ) E_{N(μ,
+    σ²)}[f(z)].
 
-    Each is f(z) ∇ log q(z) with ∂ log q/∂μ = (z - μ)/σ² = ε/σ and
-    ∂ log q/∂σ = ((z - μ)² - σ²)/σ³ = (ε² - 1)/σ, for z ~ N(μ, σ²). f is only evaluated.
+    Each is f(z) ∇ log q(z) with ∂ log q/∂μ = (z - μ)/σ² = ε/σ and ∂ log q/∂σ =
+    ((z - μ)² - σ²)/σ³ = (ε² - 1)/σ, for z ~ N(μ, σ²). f is only evaluated.
     """
     eps, z = draw(mu, sigma, n, generator)
     with torch.no_grad():
@@ -63,8 +71,9 @@ def score_function_gradient(f, mu, sigma, n: int, generator=None):
 def pathwise_gradient(f, mu, sigma, n: int, generator=None):
     """n single-sample pathwise estimates of (∇_μ, ∇_σ) E_{N(μ, σ²)}[f(z)].
 
-    With z = μ + σ ε, ε ~ N(0, I): ∂f/∂μ = ∇f(z) and ∂f/∂σ = ∇f(z) ⊙ ε. ∇f(z) comes from
-    autograd, one sample at a time (the gradient of the sum of independent values).
+    With z = μ + σ ε, ε ~ N(0, I): ∂f/∂μ = ∇f(z) and ∂f/∂σ = ∇f(z) ⊙ ε. ∇f(z)
+    comes from autograd, one sample at a time (the gradient of the sum of
+    independent values).
     """
     eps, z = draw(mu, sigma, n, generator)
     z.requires_grad_(True)
@@ -73,9 +82,9 @@ def pathwise_gradient(f, mu, sigma, n: int, generator=None):
 
 
 class TinyVAE(nn.Module):
-    """A VAE small enough to train in seconds: 784 -> hidden -> (mu, log var) of a
-    ``latent``-dimensional code, and back to 784 logits. ``forward`` returns mu, logvar
-    and a reparameterized sample z."""
+    """A VAE small enough to train in seconds: 784 -> hidden -> (mu, log var)
+    of a ``latent``-dimensional code, and back to 784 logits. ``forward``
+    returns mu, logvar and a reparameterized sample z."""
 
     def __init__(self, hidden=256, latent=2):
         super().__init__()
@@ -88,18 +97,25 @@ class TinyVAE(nn.Module):
 
     def forward(self, x):
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterized
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(
+            mu
+        )  # reparameterized
         return mu, logvar, z
 
 
 def objective_loss(model, batch, objective):
-    """The two terms of the negative ELBO, and the loss of ``objective``: "reconstruction
-    only", "KL only" (the encoder gets the gradient of the KL term alone) or "both"."""
+    """The two terms of the negative ELBO, and the loss of ``objective``:
+    "reconstruction only", "KL only" (the encoder gets the gradient of the KL
+    term alone) or "both"."""
     (x,) = batch
     mu, logvar, z = model(x)
     if objective == "KL only":
         z = z.detach()  # the encoder sees only the KL term
     reconstruction = -log_bernoulli(x, model.decoder(z)).sum(-1).mean()
     kl = gaussian_kl_standard(mu, logvar).sum(-1).mean()
-    loss = reconstruction if objective == "reconstruction only" else reconstruction + kl
+    loss = (
+        reconstruction
+        if objective == "reconstruction only"
+        else reconstruction + kl
+    )
     return {"loss": loss, "reconstruction": reconstruction, "kl": kl}

@@ -1,13 +1,14 @@
-"""The VQ-VAE (van den Oord et al. 2017): a discrete code, its quantizer and its priors.
+"""The VQ-VAE (van den Oord et al. 2017): a discrete code, its quantizer and
+its priors.
 
-The chapter "The VQ-VAE" writes out the quantizer, the straight-through gradient, the two
-codebook losses, the perplexity, the dead-code revival and the model; this module holds
-the same code (a test keeps the copies identical) plus the training loop and the priors
-over code indices. The trained models are ``vaecourse.zoo``'s ``vqvae-*``; ``sample``
-draws images from one with a prior.
+The chapter "The VQ-VAE" writes out the quantizer, the straight-through
+gradient, the two codebook losses, the perplexity, the dead-code revival and
+the model; this module holds the same code (a test keeps the copies identical)
+plus the training loop and the priors over code indices. The trained models are
+``vaecourse.zoo``'s ``vqvae-*``; ``sample`` draws images from one with a prior.
 
-Shapes: images (B, 1, 28, 28) in [0, 1]; encoder outputs z_e and quantized codes z_q
-(B, D, 7, 7); code indices (B, 7, 7) in 0..K-1; a codebook (K, D).
+Shapes: images (B, 1, 28, 28) in [0, 1]; encoder outputs z_e and quantized
+codes z_q (B, D, 7, 7); code indices (B, 7, 7) in 0..K-1; a codebook (K, D).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from vaecourse.train import fit, total_steps
 
 
 def quantize(z_e, codebook):
-    """Replace every D-vector of z_e (B, D, H, W) by its nearest codebook row (K, D).
+    """Replace every D-vector of z_e (B, D, H, W) by its nearest codebook row
+    (K, D).
 
-    Returns z_q (B, D, H, W) and the chosen indices (B, H, W). Nearest means the
-    smallest squared Euclidean distance ||z - e_k||² = ||z||² - 2 z·e_k + ||e_k||².
+    Returns z_q (B, D, H, W) and the chosen indices (B, H, W). Nearest means
+    the smallest squared Euclidean distance ||z - e_k||² = ||z||² - 2 z·e_k +
+    ||e_k||².
     """
     b, d, h, w = z_e.shape
     flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)  # one row per position
@@ -40,23 +43,24 @@ def quantize(z_e, codebook):
 
 
 def straight_through(z_e, z_q):
-    """z_q in the forward pass; in the backward pass the gradient reaching z_q is passed
-    to z_e unchanged (the quantizer is treated as the identity)."""
+    """z_q in the forward pass; in the backward pass the gradient reaching z_q
+    is passed to z_e unchanged (the quantizer is treated as the identity)."""
     return z_e + (z_q - z_e).detach()
 
 
 def vq_losses(z_e, z_q):
-    """The codebook loss ||sg[z_e] - e||² (moves the codes; the encoder gets nothing)
-    and the commitment loss ||z_e - sg[e]||² (moves the encoder; the codes get nothing),
-    each a mean over the B·D·H·W elements. The training loss weights the second by β."""
+    """The codebook loss ||sg[z_e] - e||² (moves the codes; the encoder gets
+    nothing) and the commitment loss ||z_e - sg[e]||² (moves the encoder; the
+    codes get nothing), each a mean over the B·D·H·W elements. The training
+    loss weights the second by β."""
     codebook_loss = F.mse_loss(z_q, z_e.detach())
     commitment_loss = F.mse_loss(z_e, z_q.detach())
     return codebook_loss, commitment_loss
 
 
 def perplexity(indices, num_codes):
-    """exp(entropy) of the codes' empirical distribution, in 1..num_codes: the number of
-    equally used codes that would give the same entropy."""
+    """exp(entropy) of the codes' empirical distribution, in 1..num_codes: the
+    number of equally used codes that would give the same entropy."""
     counts = torch.bincount(indices.flatten(), minlength=num_codes).double()
     p = counts / counts.sum()
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
@@ -64,12 +68,14 @@ def perplexity(indices, num_codes):
 
 
 def revive_dead_codes(codebook, counts, z_e, generator=None):
-    """Move every code with ``counts == 0`` onto a randomly chosen encoder output.
+    """Move every code with ``counts == 0`` onto a randomly chosen encoder
+    output.
 
-    ``codebook`` is the (K, D) weight (changed in place), ``counts`` the (K,) uses over
-    a recent window, ``z_e`` encoder outputs (B, D, H, W). Returns how many moved.
-    A dead code receives no gradient from the codebook loss (no position chose it), so
-    without this it does not move, and comes back only if encoder outputs drift near it.
+    ``codebook`` is the (K, D) weight (changed in place), ``counts`` the (K,)
+    uses over a recent window, ``z_e`` encoder outputs (B, D, H, W). Returns
+    how many moved. A dead code receives no gradient from the codebook loss (no
+    position chose it), so without this it does not move, and comes back only
+    if encoder outputs drift near it.
     """
     dead = (counts == 0).nonzero().flatten()
     if len(dead) == 0:
@@ -82,8 +88,8 @@ def revive_dead_codes(codebook, counts, z_e, generator=None):
 
 
 class VQVAE(nn.Module):
-    """A small convolutional VQ-VAE: 28x28 image -> 7x7 grid of D-vectors -> nearest of
-    K codes -> 28x28 image of grey levels in [0, 1]."""
+    """A small convolutional VQ-VAE: 28x28 image -> 7x7 grid of D-vectors ->
+    nearest of K codes -> 28x28 image of grey levels in [0, 1]."""
 
     def __init__(self, num_codes=128, code_dim=16, hidden=32):
         super().__init__()
@@ -98,7 +104,9 @@ class VQVAE(nn.Module):
         self.codebook = nn.Embedding(num_codes, code_dim)
         self.codebook.weight.data.uniform_(-1 / num_codes, 1 / num_codes)
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(code_dim, hidden, 4, stride=2, padding=1),  # 14x14
+            nn.ConvTranspose2d(
+                code_dim, hidden, 4, stride=2, padding=1
+            ),  # 14x14
             nn.ReLU(),
             nn.ConvTranspose2d(hidden, 1, 4, stride=2, padding=1),  # 28x28
             nn.Sigmoid(),
@@ -113,8 +121,9 @@ class VQVAE(nn.Module):
 
 
 def vqvae_loss(model, x, beta=0.25):
-    """The VQ-VAE's loss terms on a batch: reconstruction MSE (mean per pixel), codebook
-    loss and commitment loss; ``loss`` = reconstruction + codebook + beta * commitment."""
+    """The VQ-VAE's loss terms on a batch: reconstruction MSE (mean per pixel),
+    codebook loss and commitment loss; ``loss`` = reconstruction + codebook +
+    beta * commitment."""
     x_hat, z_e, z_q, indices = model(x)
     reconstruction = F.mse_loss(x_hat, x)
     codebook_loss, commitment_loss = vq_losses(z_e, z_q)
@@ -140,27 +149,36 @@ def train_vqvae(
     seed=0,
     desc="VQ-VAE",
 ):
-    """Train ``model`` on ``images`` with ``fit``; return its history, each epoch's row
-    also holding a trace (every ``trace_every`` steps) of the batch perplexity and of the
-    number of codes unused over the last ``trace_every`` steps.
+    """Train ``model`` on ``images`` with ``fit``; return its history, each
+    epoch's row also holding a trace (every ``trace_every`` steps) of the batch
+    perplexity and of the number of codes unused over the last ``trace_every``
+    steps.
 
-    With ``revive_every`` > 0, every ``revive_every`` steps the codes no position chose
-    in those steps are moved onto random encoder outputs of the current batch
-    (``revive_dead_codes``); 0 turns revival off.
+    With ``revive_every`` > 0, every ``revive_every`` steps the codes no
+    position chose in those steps are moved onto random encoder outputs of the
+    current batch (``revive_dead_codes``); 0 turns revival off.
     """
     if revive_every < 0 or trace_every < 1:
         raise ValueError(
-            f"revive_every must be >= 0 and trace_every >= 1, got {revive_every}, "
-            f"{trace_every}"
+            "revive_every must be >= 0 and trace_every >= 1, got "
+            f"{revive_every}, {trace_every}"
         )
-    steps = total_steps(len(images), batch_size, epochs)  # a short run (quick mode):
-    trace_every = min(trace_every, max(1, steps // 4))  # still a few trace points
+    steps = total_steps(
+        len(images), batch_size, epochs
+    )  # a short run (quick mode):
+    trace_every = min(
+        trace_every, max(1, steps // 4)
+    )  # still a few trace points
     revive_every = min(revive_every, max(1, steps // 2))  # and a revival
     k = model.num_codes
     state = {
         "step": 0,
-        "window": torch.zeros(k, dtype=torch.long),  # uses since the last revival
-        "trace": torch.zeros(k, dtype=torch.long),  # uses since the last trace point
+        "window": torch.zeros(
+            k, dtype=torch.long
+        ),  # uses since the last revival
+        "trace": torch.zeros(
+            k, dtype=torch.long
+        ),  # uses since the last trace point
         "points": [],
         "revived": 0,
     }
@@ -230,11 +248,13 @@ def decode_indices(model, indices, batch_size=2000):
 
 
 def categorical_prior(indices, num_codes, alpha=0.5):
-    """Log-probabilities (P, K) of an independent categorical per position, fitted by
-    counting the training codes (N, P) with ``alpha`` added to every count, so a code
-    never seen at a position keeps a small probability."""
+    """Log-probabilities (P, K) of an independent categorical per position,
+    fitted by counting the training codes (N, P) with ``alpha`` added to every
+    count, so a code never seen at a position keeps a small probability."""
     if alpha <= 0:
-        raise ValueError(f"alpha must be > 0 (it keeps unseen codes possible): {alpha}")
+        raise ValueError(
+            f"alpha must be > 0 (it keeps unseen codes possible): {alpha}"
+        )
     indices = indices.flatten(1)
     counts = torch.stack(
         [torch.bincount(column, minlength=num_codes) for column in indices.T]
@@ -255,29 +275,39 @@ class MaskedLinear(nn.Linear):
 
 
 class CodePrior(nn.Module):
-    """An autoregressive prior over a grid of P code indices in raster order, p(c) =
-    prod_i p(c_i | c_<i), as a MADE (Germain et al. 2015): an MLP whose masks let the
-    logits of position i see only positions before i."""
+    """An autoregressive prior over a grid of P code indices in raster order,
+    p(c) = prod_i p(c_i | c_<i), as a MADE (Germain et al. 2015): an MLP whose
+    masks let the logits of position i see only positions before i."""
 
-    def __init__(self, num_codes=128, positions=49, embed=8, hidden=256, seed=0):
+    def __init__(
+        self, num_codes=128, positions=49, embed=8, hidden=256, seed=0
+    ):
         super().__init__()
         self.num_codes, self.positions = num_codes, positions
         self.embed = nn.Embedding(num_codes, embed)
         gen = torch.Generator().manual_seed(seed)
         in_degree = torch.arange(positions).repeat_interleave(embed)  # 0..P-1
-        hidden_degree = torch.randint(0, positions - 1, (hidden,), generator=gen)
+        hidden_degree = torch.randint(
+            0, positions - 1, (hidden,), generator=gen
+        )
         out_degree = torch.arange(positions).repeat_interleave(num_codes)
-        # hidden unit of degree m sees inputs of positions <= m; output of position i
-        # sees hidden units of degree < i: so position i depends on positions < i only
+        # hidden unit of degree m sees inputs of positions <= m; output of
+        # position i sees hidden units of degree < i: so position i depends on
+        # positions < i only
         self.hidden = MaskedLinear(
-            positions * embed, hidden, hidden_degree[:, None] >= in_degree[None, :]
+            positions * embed,
+            hidden,
+            hidden_degree[:, None] >= in_degree[None, :],
         )
         self.out = MaskedLinear(
-            hidden, positions * num_codes, out_degree[:, None] > hidden_degree[None, :]
+            hidden,
+            positions * num_codes,
+            out_degree[:, None] > hidden_degree[None, :],
         )
 
     def forward(self, indices):
-        """Logits (N, P, K) of p(c_i | c_<i) for every position i of indices (N, P)."""
+        """Logits (N, P, K) of p(c_i | c_<i) for every position i of indices
+        (N, P)."""
         h = self.embed(indices.flatten(1)).flatten(1)
         logits = self.out(F.relu(self.hidden(h)))
         return logits.view(len(indices), self.positions, self.num_codes)
@@ -291,7 +321,8 @@ class CodePrior(nn.Module):
 
     @torch.no_grad()
     def sample(self, n, generator=None):
-        """n grids of indices (n, P), one position at a time in raster order."""
+        """n grids of indices (n, P), one position at a time in raster
+        order."""
         c = torch.zeros(n, self.positions, dtype=torch.long)
         for i in range(self.positions):
             probs = self(c)[:, i].softmax(-1)
@@ -300,8 +331,8 @@ class CodePrior(nn.Module):
 
 
 def train_prior(prior, indices, *, epochs, batch_size=256, lr=2e-3, seed=0):
-    """Fit ``prior`` to training code grids (N, P) by maximum likelihood; the history's
-    ``loss`` is -log p(c) in nats per grid."""
+    """Fit ``prior`` to training code grids (N, P) by maximum likelihood; the
+    history's ``loss`` is -log p(c) in nats per grid."""
 
     def loss_fn(prior, batch):
         return {"loss": prior.nll(batch[0]).mean()}
@@ -320,8 +351,9 @@ def train_prior(prior, indices, *, epochs, batch_size=256, lr=2e-3, seed=0):
 
 @torch.no_grad()
 def sample(model, prior, n, seed=0):
-    """n images (n, 1, 28, 28) in [0, 1]: code grids drawn from ``prior`` (a CodePrior,
-    or the (P, K) log-probabilities of ``categorical_prior``), then decoded."""
+    """n images (n, 1, 28, 28) in [0, 1]: code grids drawn from ``prior`` (a
+    CodePrior, or the (P, K) log-probabilities of ``categorical_prior``), then
+    decoded."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     gen = torch.Generator().manual_seed(seed)

@@ -1,10 +1,11 @@
-"""Latent-space explorers: a reader understands a latent space by moving through it and
-watching the decoded digit change.
+"""Latent-space explorers: a reader understands a latent space by moving
+through it and watching the decoded digit change.
 
-- ``site_explorer`` (``explorer.export``): the trained decoder exported into the page and
-  run by the browser, so it responds on the published site, which has no kernel;
-- ``latent_sliders`` and ``interpolation`` (``explorer.live``): ipywidgets driven by
-  Python, in Jupyter and Colab.
+- ``site_explorer`` (``explorer.export``): the trained decoder exported into
+  the page and run by the browser, so it responds on the published site, which
+  has no kernel;
+- ``latent_sliders`` and ``interpolation`` (``explorer.live``): ipywidgets
+  driven by Python, in Jupyter and Colab.
 """
 
 from vaecourse.explorer.export import (

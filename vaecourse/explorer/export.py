@@ -1,29 +1,32 @@
-"""The kernel-free latent explorer: the trained decoder exported into the page, run by
-the browser. On the published site there is no kernel; this explorer still responds
-there, and in Jupyter and Colab too (no network, no CDN).
+"""The kernel-free latent explorer: the trained decoder exported into the page,
+run by the browser. On the published site there is no kernel; this explorer
+still responds there, and in Jupyter and Colab too (no network, no CDN).
 
-    site = site_explorer(decoder, z_test, y_test, output="logits")
-    site                     # the cell's output: an IPython HTML object; str(site) is the HTML
-    site.weight_bytes        # float32 weights exported (bytes); site.page_bytes: whole output
-    standalone_page(site)    # a complete HTML document, e.g. to save and open in a browser
+    site = site_explorer(decoder, z_test, y_test, output="logits") site
+    # the cell's output: an IPython HTML object; str(site) is the HTML
+    site.weight_bytes        # float32 weights exported (bytes);
+    site.page_bytes: whole output standalone_page(site)    # a complete HTML
+    document, e.g. to save and open in a browser
 
-``decoder`` is an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations
-(ReLU, LeakyReLU, ELU, GELU, Tanh, Sigmoid, Softplus, SiLU; Identity, Dropout and Flatten
-are ignored, Unflatten is allowed after the last Linear) with 784 outputs. ``output`` says
-what they are: ``"logits"`` (the page applies a sigmoid) or ``"probabilities"`` (shown as
-they are, clipped to [0, 1]); a decoder ending in ``nn.Sigmoid`` needs no ``output``.
-``z_test`` (N, 2) and ``y_test`` (N,) are the test set's codes and labels, drawn under the
-pad. With ``condition_classes=10`` (or a list of class names) the decoder's input is
+``decoder`` is an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise
+activations (ReLU, LeakyReLU, ELU, GELU, Tanh, Sigmoid, Softplus, SiLU;
+Identity, Dropout and Flatten are ignored, Unflatten is allowed after the last
+Linear) with 784 outputs. ``output`` says what they are: ``"logits"`` (the page
+applies a sigmoid) or ``"probabilities"`` (shown as they are, clipped to [0,
+1]); a decoder ending in ``nn.Sigmoid`` needs no ``output``. ``z_test`` (N, 2)
+and ``y_test`` (N,) are the test set's codes and labels, drawn under the pad.
+With ``condition_classes=10`` (or a list of class names) the decoder's input is
 concat(z, one_hot(y)) and the explorer shows a class picker (conditional VAE).
 
-The page is ``template.html`` with ``explorer.css``, ``explorer.js`` and the exported
-decoder filled in (files of this package). It holds the explorer in a
-``div.vaecourse-explorer`` (unique id) with a pad canvas (``.vx-pad``) and the decoded
-image (``canvas.vx-image``); ``window.vaecourseExplorers[id]`` exposes ``decode(z, y)``
-(784 displayed intensities), ``forward(input)`` (the raw network output), ``set(z, y)``
-and ``state()``, which the tests use. Jupyter runs the page's script only in a trusted
-notebook; otherwise the explorer says so. The site explorer is for 2-D latent spaces (the
-pad is the plane); for more dimensions use the live sliders (``explorer.live``).
+The page is ``template.html`` with ``explorer.css``, ``explorer.js`` and the
+exported decoder filled in (files of this package). It holds the explorer in a
+``div.vaecourse-explorer`` (unique id) with a pad canvas (``.vx-pad``) and the
+decoded image (``canvas.vx-image``); ``window.vaecourseExplorers[id]`` exposes
+``decode(z, y)`` (784 displayed intensities), ``forward(input)`` (the raw
+network output), ``set(z, y)`` and ``state()``, which the tests use. Jupyter
+runs the page's script only in a trusted notebook; otherwise the explorer says
+so. The site explorer is for 2-D latent spaces (the pad is the plane); for more
+dimensions use the live sliders (``explorer.live``).
 """
 
 from __future__ import annotations
@@ -63,8 +66,8 @@ _COUNTER = itertools.count()
 
 
 def _activation(layer: nn.Module) -> dict | None:
-    """The JSON description of an elementwise activation, or None if it is not one
-    (exact types: a subclass may compute something else)."""
+    """The JSON description of an elementwise activation, or None if it is not
+    one (exact types: a subclass may compute something else)."""
     if type(layer) is nn.ReLU:
         return {"op": "relu"}
     if type(layer) is nn.LeakyReLU:
@@ -95,14 +98,18 @@ def _flat_layers(module: nn.Module) -> list[nn.Module]:
 
 
 def _b64(array: np.ndarray, dtype: str) -> str:
-    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode()
+    return base64.b64encode(
+        np.ascontiguousarray(array, dtype=dtype).tobytes()
+    ).decode()
 
 
 def export_decoder(decoder: nn.Sequential, output: str | None = None) -> dict:
-    """The decoder as JSON-ready layers, weights as base64 little-endian float32.
+    """The decoder as JSON-ready layers, weights as base64 little-endian
+    float32.
 
-    Returns ``{"layers": [...], "inputs": int, "output": "logits" | "probabilities",
-    "parameters": int}``. Raises on anything the page could not evaluate exactly.
+    Returns ``{"layers": [...], "inputs": int, "output": "logits" |
+    "probabilities", "parameters": int}``. Raises on anything the page could
+    not evaluate exactly.
     """
     if not isinstance(decoder, nn.Sequential):
         raise TypeError(
@@ -146,7 +153,9 @@ def export_decoder(decoder: nn.Sequential, output: str | None = None) -> dict:
             )
     sizes = [lay for lay in layers if lay["op"] == "linear"]
     if not sizes:
-        raise ValueError("site_explorer: the decoder has no Linear layer to export")
+        raise ValueError(
+            "site_explorer: the decoder has no Linear layer to export"
+        )
     if sizes[-1]["out"] != PIXELS:
         raise ValueError(
             f"site_explorer: the decoder must output {PIXELS} values (28x28 pixels), "
@@ -161,7 +170,9 @@ def export_decoder(decoder: nn.Sequential, output: str | None = None) -> dict:
             )
         output = "probabilities"
     if output not in ("logits", "probabilities"):
-        raise ValueError(f"output must be 'logits' or 'probabilities', got {output!r}")
+        raise ValueError(
+            f"output must be 'logits' or 'probabilities', got {output!r}"
+        )
     if ends_in_sigmoid and output == "logits":
         raise ValueError(
             "site_explorer: the decoder ends in a Sigmoid, so it outputs probabilities, "
@@ -191,7 +202,8 @@ def _class_names(condition_classes) -> list[str] | None:
 
 
 def _extent(z: np.ndarray, extent) -> list[float]:
-    """A box around the bulk of the codes (0.5% to 99.5% per axis, plus 10% margin)."""
+    """A box around the bulk of the codes (0.5% to 99.5% per axis, plus 10%
+    margin)."""
     if extent is None:
         lo, hi = np.quantile(z, [0.005, 0.995], axis=0)
         margin = 0.1 * np.maximum(hi - lo, 1e-3)
@@ -202,7 +214,9 @@ def _extent(z: np.ndarray, extent) -> list[float]:
             float(hi[1] + margin[1]),
         ]
     extent = [float(v) for v in extent]
-    if len(extent) != 4 or not (extent[0] < extent[1] and extent[2] < extent[3]):
+    if len(extent) != 4 or not (
+        extent[0] < extent[1] and extent[2] < extent[3]
+    ):
         raise ValueError(
             f"extent is (z1_min, z1_max, z2_min, z2_max) with min < max, got {extent}"
         )
@@ -213,11 +227,17 @@ def _codes_and_labels(z_scatter, labels) -> tuple[np.ndarray, np.ndarray]:
     z = to_numpy(z_scatter).astype(np.float64)
     y = to_numpy(labels).astype(np.int64).reshape(-1)
     if z.ndim != 2 or z.shape[1] != 2:
-        raise ValueError(f"z_scatter must be 2-D codes of shape (N, 2), got {z.shape}")
+        raise ValueError(
+            f"z_scatter must be 2-D codes of shape (N, 2), got {z.shape}"
+        )
     if len(y) != len(z):
-        raise ValueError(f"{len(z)} codes but {len(y)} labels: give one label per code")
+        raise ValueError(
+            f"{len(z)} codes but {len(y)} labels: give one label per code"
+        )
     if not np.isfinite(z).all():
-        raise ValueError("z_scatter holds NaN or infinite codes: check the encoder")
+        raise ValueError(
+            "z_scatter holds NaN or infinite codes: check the encoder"
+        )
     if len(z) and (y.min() < 0 or y.max() > 255):
         raise ValueError("labels must be class indices between 0 and 255")
     return z, y
@@ -225,18 +245,22 @@ def _codes_and_labels(z_scatter, labels) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _page_file(name: str) -> str:
-    """A file of the page (the template, its style, its script), shipped with the package."""
+    """A file of the page (the template, its style, its script), shipped with
+    the package."""
     return resources.files("vaecourse.explorer").joinpath(name).read_text()
 
 
 class SiteExplorer(HTML):
-    """The explorer's HTML output, with its size for the chapter's page-weight note."""
+    """The explorer's HTML output, with its size for the chapter's page-weight
+    note."""
 
     def __init__(self, html: str, element_id: str, parameters: int):
         super().__init__(html)
         self.element_id = element_id
         self.parameters = parameters
-        self.weight_bytes = 4 * parameters  # float32, before base64 (x 4/3 in the page)
+        self.weight_bytes = (
+            4 * parameters
+        )  # float32, before base64 (x 4/3 in the page)
         self.page_bytes = len(html.encode())
 
     def __str__(self) -> str:
@@ -254,12 +278,13 @@ def site_explorer(
     start=None,
     title: str = "Drag over the latent plane",
 ) -> SiteExplorer:
-    """A self-contained HTML/JS explorer: the decoder runs in the browser, no kernel.
+    """A self-contained HTML/JS explorer: the decoder runs in the browser, no
+    kernel.
 
-    The pad shows the test codes ``z_scatter`` coloured by ``labels``; dragging (mouse,
-    pen or touch) or the arrow keys move the point whose decoding is shown. ``extent`` is
-    (z1_min, z1_max, z2_min, z2_max), by default the bulk of the codes; ``start`` the
-    first point, by default the origin.
+    The pad shows the test codes ``z_scatter`` coloured by ``labels``; dragging
+    (mouse, pen or touch) or the arrow keys move the point whose decoding is
+    shown. ``extent`` is (z1_min, z1_max, z2_min, z2_max), by default the bulk
+    of the codes; ``start`` the first point, by default the origin.
     """
     model = export_decoder(decoder, output)
     names = _class_names(condition_classes)
@@ -288,7 +313,9 @@ def site_explorer(
         & (z[:, 1] <= box[3])
     )
     grid = np.round(
-        (z[inside] - [box[0], box[2]]) / [box[1] - box[0], box[3] - box[2]] * 65535
+        (z[inside] - [box[0], box[2]])
+        / [box[1] - box[0], box[3] - box[2]]
+        * 65535
     )
     spec = {
         **model,
@@ -314,8 +341,11 @@ def site_explorer(
     return SiteExplorer(html, element_id, model["parameters"])
 
 
-def standalone_page(*explorers: SiteExplorer, title: str = "vaecourse explorer") -> str:
-    """A complete HTML document holding the explorers, to save and open in a browser."""
+def standalone_page(
+    *explorers: SiteExplorer, title: str = "vaecourse explorer"
+) -> str:
+    """A complete HTML document holding the explorers, to save and open in a
+    browser."""
     body = "\n".join(str(e) for e in explorers)
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -1,15 +1,18 @@
-"""Live explorers in Jupyter (ipywidgets 8) and Colab (ipywidgets 7.7): Python decodes.
+"""Live explorers in Jupyter (ipywidgets 8) and Colab (ipywidgets 7.7): Python
+decodes.
 
 Each takes plain callables and returns a widget:
 
-    latent_sliders(decode, dim)                        # a slider per latent dimension
-    interpolation(encode, decode, x_test, y_test)      # walk between two test digits
+    latent_sliders(decode, dim)                        # a slider per latent
+    dimension interpolation(encode, decode, x_test, y_test)      # walk between
+    two test digits
 
-``decode(z)`` maps a float tensor (B, d) to images (B, 1, 28, 28) in [0, 1] (apply the
-sigmoid yourself); ``encode(x)`` maps images (B, 1, 28, 28) to codes (B, d), e.g. the
-posterior mean. With ``condition_classes`` they are called as ``decode(z, y)`` and
-``encode(x, y)``, ``y`` a long tensor (B,) of labels, and a class menu appears. On the
-published site there is no kernel: there the kernel-free ``site_explorer`` responds.
+``decode(z)`` maps a float tensor (B, d) to images (B, 1, 28, 28) in [0, 1]
+(apply the sigmoid yourself); ``encode(x)`` maps images (B, 1, 28, 28) to codes
+(B, d), e.g. the posterior mean. With ``condition_classes`` they are called as
+``decode(z, y)`` and ``encode(x, y)``, ``y`` a long tensor (B,) of labels, and
+a class menu appears. On the published site there is no kernel: there the
+kernel-free ``site_explorer`` responds.
 """
 
 from __future__ import annotations
@@ -24,14 +27,17 @@ from vaecourse.plot import image_grid, to_numpy
 
 
 def image_png(images, scale: int = 6) -> bytes:
-    """PNG bytes of images (B, 1, 28, 28) in [0, 1], side by side, black ink on white,
-    each pixel a ``scale`` x ``scale`` block (sharp, whatever the browser's smoothing)."""
+    """PNG bytes of images (B, 1, 28, 28) in [0, 1], side by side, black ink on
+    white, each pixel a ``scale`` x ``scale`` block (sharp, whatever the
+    browser's smoothing)."""
     from PIL import Image
 
     x = np.clip(to_numpy(images).astype(np.float64), 0, 1)
     if x.ndim == 3:
         x = x[None]
-    grid = image_grid(x, nrow=len(x), pad=1 if len(x) > 1 else 0, pad_value=0.0)
+    grid = image_grid(
+        x, nrow=len(x), pad=1 if len(x) > 1 else 0, pad_value=0.0
+    )
     pixels = np.round(255 * (1 - grid)).astype(np.uint8)
     pixels = np.kron(pixels, np.ones((scale, scale), dtype=np.uint8))
     buffer = io.BytesIO()
@@ -40,7 +46,8 @@ def image_png(images, scale: int = 6) -> bytes:
 
 
 def _decoder(decode, condition_classes):
-    """``decode`` called the same way with or without a condition, without gradients."""
+    """``decode`` called the same way with or without a condition, without
+    gradients."""
     names = _class_names(condition_classes)
 
     def run(z: torch.Tensor, y: int) -> torch.Tensor:
@@ -67,7 +74,9 @@ def _class_menu(names):
     if not names:
         return None
     return widgets.Dropdown(
-        options=[(n, i) for i, n in enumerate(names)], value=0, description="class"
+        options=[(n, i) for i, n in enumerate(names)],
+        value=0,
+        description="class",
     )
 
 
@@ -90,10 +99,12 @@ def latent_sliders(
     condition_classes=None,
     scale: int = 6,
 ):
-    """A slider per latent dimension (from -limit to limit) and the decoded image.
+    """A slider per latent dimension (from -limit to limit) and the decoded
+    image.
 
-    Returns an HBox; ``.sliders``, ``.classes`` (Dropdown or None) and ``.image`` are its
-    parts, ``.z()`` the current code. Sliding one coordinate shows what it encodes.
+    Returns an HBox; ``.sliders``, ``.classes`` (Dropdown or None) and
+    ``.image`` are its parts, ``.z()`` the current code. Sliding one coordinate
+    shows what it encodes.
     """
     import ipywidgets as widgets
 
@@ -117,7 +128,9 @@ def latent_sliders(
         return torch.tensor([[s.value for s in sliders]], dtype=torch.float32)
 
     def update(_=None):
-        image.value = image_png(run(z(), classes.value if classes else 0), scale)
+        image.value = image_png(
+            run(z(), classes.value if classes else 0), scale
+        )
 
     image = _image_widget(image_png(run(z(), 0), scale), scale)
     for control in sliders + ([classes] if classes else []):
@@ -142,16 +155,22 @@ def interpolation(
 ):
     """Walk in a straight line between the codes of two chosen images.
 
-    Two index sliders pick the images (their labels are shown), ``t`` moves from the first
-    code (t = 0) to the second (t = 1); a strip shows ``steps`` evenly spaced decodings
-    between the two originals. Returns a VBox with ``.first``, ``.second``, ``.t``,
-    ``.classes``, ``.image`` (decoding at t), ``.strip``, ``.caption`` and ``.z()``.
+    Two index sliders pick the images (their labels are shown), ``t`` moves
+    from the first code (t = 0) to the second (t = 1); a strip shows ``steps``
+    evenly spaced decodings between the two originals. Returns a VBox with
+    ``.first``, ``.second``, ``.t``, ``.classes``, ``.image`` (decoding at t),
+    ``.strip``, ``.caption`` and ``.z()``.
     """
     import ipywidgets as widgets
 
     x = torch.as_tensor(to_numpy(images)).float()
     y = torch.as_tensor(to_numpy(labels)).long().reshape(-1)
-    if x.ndim != 4 or x.shape[1:] != (1, 28, 28) or len(x) != len(y) or len(x) < 2:
+    if (
+        x.ndim != 4
+        or x.shape[1:] != (1, 28, 28)
+        or len(x) != len(y)
+        or len(x) < 2
+    ):
         raise ValueError(
             "interpolation needs at least two images of shape (N, 1, 28, 28) and one "
             f"label each; got images {tuple(x.shape)} and {len(y)} labels"
@@ -162,14 +181,20 @@ def interpolation(
 
     def code(i: int) -> torch.Tensor:
         with torch.no_grad():
-            out = encode(x[i : i + 1], y[i : i + 1]) if names else encode(x[i : i + 1])
+            out = (
+                encode(x[i : i + 1], y[i : i + 1])
+                if names
+                else encode(x[i : i + 1])
+            )
         return torch.as_tensor(out).float().reshape(1, -1)
 
     pick = [
         widgets.IntSlider(value=v, min=0, max=len(x) - 1, description=d)
         for v, d in ((first, "first"), (second, "second"))
     ]
-    t = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="t")
+    t = widgets.FloatSlider(
+        value=0.5, min=0.0, max=1.0, step=0.05, description="t"
+    )
     classes = _class_menu(names)
     caption = widgets.Label()
     codes = {}
@@ -185,7 +210,9 @@ def interpolation(
         codes["a"], codes["b"] = code(a), code(b)
         ts = torch.linspace(0, 1, steps).reshape(-1, 1)
         walk = run((1 - ts) * codes["a"] + ts * codes["b"], label())
-        strip.value = image_png(torch.cat([x[a : a + 1], walk, x[b : b + 1]]), scale)
+        strip.value = image_png(
+            torch.cat([x[a : a + 1], walk, x[b : b + 1]]), scale
+        )
         caption.value = (
             f"image {a} (a {int(y[a])}) \u2192 image {b} (a {int(y[b])}): originals at "
             f"the ends, {steps} decodings between"
