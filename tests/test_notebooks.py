@@ -20,7 +20,7 @@ import textwrap
 
 import pytest
 
-from vaecourse import build
+from tools import build
 
 CHAPTERS = build.chapters()
 ids = [p.stem for p in CHAPTERS]
@@ -33,9 +33,13 @@ def code_cells(nb):
 def test_toc_lists_real_files_only():
     """Every _toc.yml entry exists; no stub pages (a page must have real content)."""
     for entry in build.toc_files():
-        matches = [build.ROOT / f"{entry}{ext}" for ext in ("", ".md", ".ipynb")]
+        matches = [
+            build.ROOT / f"{entry}{ext}" for ext in ("", ".md", ".ipynb")
+        ]
         path = next((p for p in matches if p.is_file()), None)
-        assert path is not None, f"_toc.yml lists {entry}, which does not exist"
+        assert path is not None, (
+            f"_toc.yml lists {entry}, which does not exist"
+        )
         text = path.read_text()
         body = [
             line
@@ -52,7 +56,9 @@ def test_there_is_at_least_one_chapter():
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=ids)
-def test_first_cell_installs_from_the_configured_repository_only_in_colab(path):
+def test_first_cell_installs_from_the_configured_repository_only_in_colab(
+    path,
+):
     """The first cell installs ``vaecourse`` from the repository of _config.yml, and only
     when running inside Colab."""
     first = code_cells(build.read(path))[0].source
@@ -73,7 +79,10 @@ def test_first_cell_prints_nothing_outside_colab(tmp_path):
     first = code_cells(build.read(CHAPTERS[0]))[0].source
     script = first.replace("%pip", "raise SystemExit('tried to install') #")
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
@@ -83,7 +92,9 @@ def test_first_cell_prints_nothing_outside_colab(tmp_path):
 def test_committed_outputs_are_fresh(path):
     """The outputs were produced by `make book` in full mode from the current code."""
     why = build.staleness(path)
-    assert why is None, f"{path.name} is stale: {why}. Run `make book` and commit it."
+    assert why is None, (
+        f"{path.name} is stale: {why}. Run `make book` and commit it."
+    )
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=ids)
@@ -92,8 +103,12 @@ def test_every_figure_has_alt_text(path):
     for cell in code_cells(build.read(path)):
         images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
         if images:
-            alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
-            assert len(alt) > 40, f"figure without real alt text:\n{cell.source[:200]}"
+            alt = (
+                cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
+            )
+            assert len(alt) > 40, (
+                f"figure without real alt text:\n{cell.source[:200]}"
+            )
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=ids)
@@ -106,7 +121,9 @@ def test_prose_numbers_are_glued(path):
     used = set(re.findall(r"\{glue(?::\w+)?\}`([\w]+)", prose))
     defined = set(re.findall(r"glue\(\s*\"(\w+)\"", code))
     assert used, "the chapter glues no numbers into its text"
-    assert used <= defined, f"glued names without a glue() call: {used - defined}"
+    assert used <= defined, (
+        f"glued names without a glue() call: {used - defined}"
+    )
     assert "chapter_seconds" in used, "the chapter must state its run time"
     assert {"chapter_seconds", "chapter_cold_seconds"} <= defined
 
@@ -140,7 +157,9 @@ def test_exercises_have_hidden_solutions_that_ran(path):
 def test_checked_outputs_exist(path):
     """Mode-independent facts are marked for nbval to compare with the committed output."""
     marked = [
-        c for c in code_cells(build.read(path)) if "# NBVAL_CHECK_OUTPUT" in c.source
+        c
+        for c in code_cells(build.read(path))
+        if "# NBVAL_CHECK_OUTPUT" in c.source
     ]
     assert marked and all(c.outputs for c in marked)
 
@@ -157,71 +176,143 @@ def test_citations_exist_in_the_bibliography(path):
     }
     bib = (build.ROOT / "book" / "references.bib").read_text()
     entries = set(re.findall(r"@\w+\{([^,]+),", bib))
-    assert keys <= entries, f"cited but not in references.bib: {keys - entries}"
+    assert keys <= entries, (
+        f"cited but not in references.bib: {keys - entries}"
+    )
 
 
-COPY_MARK = re.compile(r"^# Also in vaecourse: ([\w.]+)\.(\w+)$", re.MULTILINE)
+COPY_MARK = re.compile(r"^# Also in (vaecourse[\w.]*)$")
 
 
 def helper_copies(nb):
-    """(module, name, the chapter's source of name) for every definition a chapter marks
-    with a line ``# Also in vaecourse: vaecourse.module.Name``."""
+    """(module, name, the chapter's copy) for every definition or constant that
+    a chapter marks with the line ``# Also in vaecourse.<module>`` right above
+    it: the source of a function or class, the value of a constant."""
     found = []
     for cell in code_cells(nb):
-        for module, name in COPY_MARK.findall(cell.source):
-            tree = ast.parse(
-                "\n".join(
-                    line
-                    for line in cell.source.splitlines()
-                    if not line.startswith("%")
-                )
+        lines = cell.source.splitlines()
+        marks = {
+            k + 2: m[1]
+            for k, line in enumerate(lines)
+            if (m := COPY_MARK.match(line))
+        }
+        if not marks:
+            continue
+        code = re.sub(r"^(\s*)%.*$", r"\1pass", cell.source, flags=re.M)
+        tree = ast.parse(code)
+        for node in tree.body:
+            first = min(
+                [node.lineno]
+                + [d.lineno for d in getattr(node, "decorator_list", [])]
             )
-            defs = [
-                node
-                for node in tree.body
-                if isinstance(node, ast.FunctionDef | ast.ClassDef)
-                and node.name == name
-            ]
-            assert defs, f"cell marks {module}.{name} but does not define {name}"
-            found.append((module, name, ast.get_source_segment(cell.source, defs[0])))
+            module = marks.pop(first, None)
+            if module is None:
+                continue
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                found.append(
+                    (module, node.name, ast.get_source_segment(code, node))
+                )
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+                found.append(
+                    (module, node.targets[0].id, ast.literal_eval(node.value))
+                )
+        assert not marks, (
+            f"a '# Also in' mark stands above no definition or constant: {marks}"
+        )
     return found
+
+
+def package_copy(module, name):
+    obj = getattr(importlib.import_module(module), name)
+    if inspect.isfunction(obj) or inspect.isclass(obj):
+        return textwrap.dedent(inspect.getsource(obj)).strip()
+    return obj
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=ids)
 def test_helper_copies_are_identical_to_the_chapter(path):
-    """Where a chapter writes out a model or function that vaecourse also holds (for later
-    chapters to import), the two copies are the same code."""
-    for module, name, chapter_source in helper_copies(build.read(path)):
-        helper = textwrap.dedent(
-            inspect.getsource(getattr(importlib.import_module(module), name))
-        )
-        assert chapter_source.strip() == helper.strip(), (
+    """Where a chapter writes out a model, function or constant that vaecourse also holds
+    (for later chapters and the book's trained models), the two copies are the same."""
+    for module, name, chapter_copy in helper_copies(build.read(path)):
+        if isinstance(chapter_copy, str):
+            chapter_copy = chapter_copy.strip()
+        assert chapter_copy == package_copy(module, name), (
             f"{path.name} and {module}.{name} differ: change both, then make book"
         )
 
 
 def test_helper_copy_check_catches_a_difference():
-    """The check above is real: an edited copy is reported."""
+    """The check above is real: an edited copy, or a constant with another value, is
+    reported."""
     import nbformat
 
     nb = nbformat.v4.new_notebook()
     nb.cells.append(
         nbformat.v4.new_code_cell(
-            "# Also in vaecourse: vaecourse.divergences.gaussian_kl_standard\n"
+            "# Also in vaecourse.chapters.kl\n"
             "def gaussian_kl_standard(mu, logvar):\n"
             "    return 0.5 * (logvar.exp() + mu**2 - 1 + logvar)\n"
+            "\n"
+            "\n"
+            "# Also in vaecourse.chapters.regularized\n"
+            "L1_WEIGHT = 2.0\n"
         )
     )
-    ((module, name, source),) = helper_copies(nb)
-    helper = inspect.getsource(importlib.import_module(module).gaussian_kl_standard)
-    assert "def gaussian_kl_standard" in source and source.strip() != helper.strip()
+    (kl, weight) = helper_copies(nb)
+    assert kl[:2] == ("vaecourse.chapters.kl", "gaussian_kl_standard")
+    assert "def gaussian_kl_standard" in kl[2] and kl[2] != package_copy(
+        *kl[:2]
+    )
+    assert weight[2] == 2.0 != package_copy(*weight[:2])
+
+
+VISIBLE = ("remove-cell", "hide-cell", "remove-input", "hide-input")
+
+
+def bookkeeping(source: str) -> list[str]:
+    """The glue() calls and assert statements in a cell's code: the bookkeeping that
+    puts numbers into the prose and checks its claims."""
+    code = re.sub(r"^(\s*)%.*$", r"\1pass", source, flags=re.M)
+    found = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Assert):
+            found.append(f"line {node.lineno}: assert")
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None))
+            == "glue"
+        ):
+            found.append(f"line {node.lineno}: glue(...)")
+    return found
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_bookkeeping_is_hidden_from_the_page(path):
+    """A cell that glues numbers into the prose or asserts its claims is hidden on the
+    page (a toggle, or removed): the reader sees the teaching code, not the bookkeeping.
+    Mixed cells are split."""
+    shown = [
+        (cell.source.splitlines()[0], found)
+        for cell in code_cells(build.read(path))
+        if not set(cell.metadata.get("tags", [])) & set(VISIBLE)
+        and (found := bookkeeping(cell.source))
+    ]
+    assert not shown, f"visible cells with glue or assert: {shown}"
+
+
+def test_bookkeeping_check_sees_glue_and_asserts():
+    assert bookkeeping("x = 1\nglue('x', x)\nif x:\n    assert x > 0\n") == [
+        "line 2: glue(...)",
+        "line 4: assert",
+    ]
+    assert bookkeeping("print(glue)\nx = 1  # assert nothing\n") == []
 
 
 def test_readme_chapter_table_is_current():
     """The README's table (Colab links, measured times) is what the notebooks give."""
     readme = (build.ROOT / "README.md").read_text()
     assert build.readme_table() in readme, (
-        "README is stale: run `python -m vaecourse.build readme`"
+        "README is stale: run `python -m tools.build readme`"
     )
     for path in CHAPTERS:
         assert build.colab_url(path) in readme
