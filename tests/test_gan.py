@@ -1,4 +1,4 @@
-"""Tests of vaecourse.gan: the losses against hand computations, their gradients, the
+"""Tests of vaecourse.chapters.gan: the losses against hand computations, their gradients, the
 optimal discriminator on a 1-D toy, training and sampling."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from vaecourse.gan import (
+from vaecourse.chapters.gan import (
     GAN,
     discriminator_loss,
     generator_loss,
@@ -16,6 +17,7 @@ from vaecourse.gan import (
     sample,
     train_gan,
 )
+from vaecourse.train import QUICK_BATCHES
 
 
 def test_discriminator_loss_is_the_binary_cross_entropy_by_hand():
@@ -26,7 +28,9 @@ def test_discriminator_loss_is_the_binary_cross_entropy_by_hand():
         -(math.log(s(2.0)) + math.log(s(-1.0))) / 2
         - (math.log(1 - s(0.5)) + math.log(1 - s(-3.0))) / 2
     )
-    assert discriminator_loss(real, fake).item() == pytest.approx(expected, rel=1e-6)
+    assert discriminator_loss(real, fake).item() == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_generator_losses_by_hand():
@@ -64,7 +68,9 @@ def test_gradients_wrt_the_logit_are_d_and_one_minus_d():
 
 
 def normal_pdf(x, mean, std):
-    return torch.exp(-0.5 * ((x - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+    return torch.exp(-0.5 * ((x - mean) / std) ** 2) / (
+        std * math.sqrt(2 * math.pi)
+    )
 
 
 def test_optimal_discriminator_maximises_the_value_pointwise():
@@ -94,11 +100,15 @@ def test_value_at_the_optimal_discriminator_is_minus_log4_plus_2_jsd():
     # 1 - D* = p_g / (p_data + p_g), written so: in the tails 1 - d_star rounds to 0
     one_minus = optimal_discriminator(p_g, p_data)
     torch.testing.assert_close(1 - d_star, one_minus, atol=1e-12, rtol=0)
-    value = ((p_data * torch.log(d_star) + p_g * torch.log(one_minus)) * dx).sum()
+    value = (
+        (p_data * torch.log(d_star) + p_g * torch.log(one_minus)) * dx
+    ).sum()
     m = (p_data + p_g) / 2
     kl = lambda p, q: (p * torch.log(p / q) * dx).sum()  # noqa: E731
     jsd = (kl(p_data, m) + kl(p_g, m)) / 2
-    assert value.item() == pytest.approx(-math.log(4) + 2 * jsd.item(), abs=1e-6)
+    assert value.item() == pytest.approx(
+        -math.log(4) + 2 * jsd.item(), abs=1e-6
+    )
     # and when the generator matches the data, D* = 1/2 everywhere and V = -log 4
     same = optimal_discriminator(p_data, p_data)
     torch.testing.assert_close(same, torch.full_like(same, 0.5))
@@ -120,7 +130,9 @@ def test_gan_shapes_and_sample_range():
     x = sample(model, 6, seed=1)
     assert x.shape == (6, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
     torch.testing.assert_close(x, sample(model, 6, seed=1))
-    assert not x.requires_grad  # images to look at, detached from the generator
+    assert (
+        not x.requires_grad
+    )  # images to look at, detached from the generator
     with pytest.raises(ValueError, match="n must be >= 1"):
         sample(model, 0)
 
@@ -132,7 +144,9 @@ def test_train_gan_runs_logs_and_snapshots():
     before = [p.clone() for p in model.parameters()]
     history = train_gan(model, images, steps=10, batch_size=16, log_every=4)
     assert [row["step"] for row in history] == [4, 8, 10]
-    assert all(0 < row["d_real"] < 1 and 0 < row["d_fake"] < 1 for row in history)
+    assert all(
+        0 < row["d_real"] < 1 and 0 < row["d_fake"] < 1 for row in history
+    )
     assert model.snapshot_steps.tolist() == [0, 5, 10]
     assert model.snapshots.dtype == torch.uint8 and model.snapshots.shape == (
         3,
@@ -143,7 +157,8 @@ def test_train_gan_runs_logs_and_snapshots():
     )
     assert not torch.equal(model.snapshots[0], model.snapshots[-1])
     assert all(
-        not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)
+        not torch.equal(a, b)
+        for a, b in zip(before, model.parameters(), strict=True)
     )
     with pytest.raises(ValueError, match="steps"):
         train_gan(model, images, steps=0)
@@ -155,6 +170,38 @@ def test_train_gan_is_deterministic():
     for _ in range(2):
         torch.manual_seed(0)
         model = GAN(latent_dim=4, hidden=(8, 8), n_snapshots=2, n_shown=3)
-        out.append((train_gan(model, images, steps=5, batch_size=8), sample(model, 3)))
+        out.append(
+            (train_gan(model, images, steps=5, batch_size=8), sample(model, 3))
+        )
     assert out[0][0][-1]["g_loss"] == out[1][0][-1]["g_loss"]
     torch.testing.assert_close(out[0][1], out[1][1])
+
+
+def test_gan_networks_are_mirrored_leaky_relu_mlps():
+    model = GAN(latent_dim=8, hidden=(16, 32))
+
+    def sizes(net):
+        return [
+            (m.in_features, m.out_features)
+            for m in net
+            if isinstance(m, nn.Linear)
+        ]
+
+    assert sizes(model.generator) == [(8, 16), (16, 32), (32, 784)]
+    assert sizes(model.discriminator) == [(784, 32), (32, 16), (16, 1)]
+    leaky = [m for m in model.modules() if isinstance(m, nn.LeakyReLU)]
+    assert len(leaky) == 4 and all(m.negative_slope == 0.2 for m in leaky)
+    assert not isinstance(
+        model.generator[-1], nn.LeakyReLU
+    )  # tanh is in generate
+
+
+def test_train_gan_takes_the_quick_steps_in_quick_mode(monkeypatch):
+    monkeypatch.setenv("VAECOURSE_QUICK", "1")
+    torch.manual_seed(0)
+    model = GAN(latent_dim=4, hidden=(8, 8), n_snapshots=2, n_shown=3)
+    history = train_gan(
+        model, torch.rand(100, 1, 28, 28), steps=1500, batch_size=8
+    )
+    assert [row["step"] for row in history] == [QUICK_BATCHES]
+    assert model.snapshot_steps.tolist() == [0, QUICK_BATCHES]

@@ -1,11 +1,10 @@
 """Tests of vaecourse.metrics: the Fréchet distance against closed forms, the class
-histogram, coverage and entropy on known counts, the sampler timer, and the classifier's
-training, caching and batching."""
+histogram, coverage and entropy on known counts, and the classifier: its loss, its
+batching, and that it learns MNIST."""
 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ import torch.nn.functional as F
 from scipy.stats import entropy
 from torch import nn
 
-from vaecourse import cache, metrics
-from vaecourse.data import load_mnist
+from vaecourse import metrics
+from vaecourse.train import fit
 
 
 def random_covariance(d, seed, rank=None):
@@ -34,11 +33,17 @@ def independent_frechet(mu1, c1, mu2, c2):
     r1 = psd_sqrt(c1)
     inner = np.linalg.eigvalsh(r1 @ c2 @ r1)
     cross = np.sqrt(np.clip(inner, 0, None)).sum()
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * cross)
+    return float(
+        np.sum((mu1 - mu2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * cross
+    )
 
 
 def test_one_dimensional_case_is_mean_and_standard_deviation_gaps():
-    for m1, s1, m2, s2 in [(0.0, 1.0, 0.0, 1.0), (1.5, 0.3, -2.0, 2.2), (3, 4, 3, 1)]:
+    for m1, s1, m2, s2 in [
+        (0.0, 1.0, 0.0, 1.0),
+        (1.5, 0.3, -2.0, 2.2),
+        (3, 4, 3, 1),
+    ]:
         got = metrics.frechet_distance([m1], [[s1**2]], [m2], [[s2**2]])
         assert got == pytest.approx(
             (m1 - m2) ** 2 + (s1 - s2) ** 2, rel=1e-10, abs=1e-12
@@ -58,7 +63,9 @@ def test_diagonal_and_commuting_covariances_match_the_closed_form():
     c1, c2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
     c1, c2 = (c1 + c1.T) / 2, (c2 + c2.T) / 2
     assert np.allclose(c1 @ c2, c2 @ c1)
-    assert metrics.frechet_distance(mu1, c1, mu2, c2) == pytest.approx(closed, rel=1e-8)
+    assert metrics.frechet_distance(mu1, c1, mu2, c2) == pytest.approx(
+        closed, rel=1e-8
+    )
 
 
 def test_general_covariances_match_an_independent_formula_and_are_symmetric():
@@ -67,7 +74,9 @@ def test_general_covariances_match_an_independent_formula_and_are_symmetric():
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
     c1, c2 = random_covariance(d, 2), random_covariance(d, 3)
     forward = metrics.frechet_distance(mu1, c1, mu2, c2)
-    assert forward == pytest.approx(independent_frechet(mu1, c1, mu2, c2), rel=1e-8)
+    assert forward == pytest.approx(
+        independent_frechet(mu1, c1, mu2, c2), rel=1e-8
+    )
     assert metrics.frechet_distance(mu2, c2, mu1, c1) == pytest.approx(
         forward, rel=1e-8
     )
@@ -87,7 +96,9 @@ def test_singular_covariances_give_a_finite_correct_value():
     mu = np.zeros(d)
     got = metrics.frechet_distance(mu, c1, mu, c2)
     assert math.isfinite(got)
-    assert got == pytest.approx(independent_frechet(mu, c1, mu, c2), rel=1e-4, abs=1e-6)
+    assert got == pytest.approx(
+        independent_frechet(mu, c1, mu, c2), rel=1e-4, abs=1e-6
+    )
 
 
 def test_feature_statistics_are_the_sample_mean_and_covariance():
@@ -123,8 +134,14 @@ def test_distance_of_samples_converges_to_the_distance_of_the_gaussians():
     [
         (([0.0, 0.0], np.eye(3), [0.0, 0.0], np.eye(2)), "shapes"),
         (([0.0, 0.0], np.eye(2), [0.0], np.eye(1)), "different dimensions"),
-        (([0.0, 0.0], [[1.0, 0.5], [0.0, 1.0]], [0.0, 0.0], np.eye(2)), "symmetric"),
-        (([0.0, 0.0], [[1.0, 2.0], [2.0, 1.0]], [0.0, 0.0], np.eye(2)), "negative"),
+        (
+            ([0.0, 0.0], [[1.0, 0.5], [0.0, 1.0]], [0.0, 0.0], np.eye(2)),
+            "symmetric",
+        ),
+        (
+            ([0.0, 0.0], [[1.0, 2.0], [2.0, 1.0]], [0.0, 0.0], np.eye(2)),
+            "negative",
+        ),
         (([np.nan, 0.0], np.eye(2), [0.0, 0.0], np.eye(2)), "NaN"),
     ],
 )
@@ -146,7 +163,9 @@ class LabelFromFirstPixel(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Flatten()
-        self.unused = nn.Linear(1, 1)  # so the module has parameters (and a device)
+        self.unused = nn.Linear(
+            1, 1
+        )  # so the module has parameters (and a device)
 
     def forward(self, x):
         label = (x[:, 0, 0, 0] * 9).round().long()
@@ -162,7 +181,9 @@ def images_with_labels(labels):
 def test_class_histogram_coverage_and_entropy_on_known_labels():
     labels = [3] * 50 + [7] * 40 + [1] * 6 + [0] * 4
     model = LabelFromFirstPixel()
-    counts = metrics.class_histogram(model, images_with_labels(labels), batch_size=7)
+    counts = metrics.class_histogram(
+        model, images_with_labels(labels), batch_size=7
+    )
     expected = np.zeros(10, dtype=np.int64)
     expected[[3, 7, 1, 0]] = [50, 40, 6, 4]
     assert counts.dtype == np.int64 and np.array_equal(counts, expected)
@@ -211,52 +232,59 @@ def test_features_and_labels_do_not_depend_on_batch_size_and_keep_the_mode():
     x = torch.rand(25, 1, 28, 28)
     f1, f2 = metrics.features(model, x, 4), metrics.features(model, x, 1000)
     assert f1.shape == (25, 128) and torch.allclose(f1, f2, atol=1e-5)
-    assert torch.equal(metrics.classify(model, x, 3), model.eval()(x).argmax(1))
+    assert torch.equal(
+        metrics.classify(model, x, 3), model.eval()(x).argmax(1)
+    )
     model.train()
     metrics.features(model, x.flatten(1))  # (N, 784) is accepted too
     assert model.training  # restored after evaluation
 
 
-def test_frechet_distance_of_images_is_zero_for_the_same_images_only():
+def test_classifier_loss_is_the_cross_entropy_and_the_error_rate():
+    logits = torch.tensor(
+        [[2.0, 0.5, -1.0], [0.1, 0.3, 0.2], [-1.0, 0.0, 4.0]]
+    )
+    labels = torch.tensor([0, 2, 2])  # the second is wrong: argmax 1
+    model = lambda x: logits  # noqa: E731
+    terms = metrics.classifier_loss(model, (None, labels))
+    log_p = logits.log_softmax(1)
+    expected = -(log_p[0, 0] + log_p[1, 2] + log_p[2, 2]) / 3
+    torch.testing.assert_close(terms["loss"], expected)
+    assert terms["error"].item() == pytest.approx(1 / 3)
+
+
+def test_classifier_shapes():
+    model = metrics.Classifier(channels=(4, 8), feature_dim=16)
+    x = torch.rand(5, 1, 28, 28)
+    assert model(x).shape == (5, 10)
+    assert model.body(x).shape == (5, 16)
+    assert metrics.features(model, x).shape == (5, 16)
+
+
+@pytest.mark.usefixtures("isolated")
+def test_the_classifier_learns_mnist_with_its_loss(mnist, monkeypatch):
+    """Twenty steps of fit on classifier_loss (quick mode) put the accuracy far above
+    chance; accuracy needs one label per image."""
+    monkeypatch.setenv("VAECOURSE_QUICK", "1")
     torch.manual_seed(0)
     model = metrics.Classifier()
-    gen = torch.Generator().manual_seed(1)
-    a, b = torch.rand(300, 1, 28, 28, generator=gen), torch.rand(300, 1, 28, 28)
-    assert metrics.frechet_distance_of_images(model, a, a) == pytest.approx(0, abs=1e-6)
-    assert metrics.frechet_distance_of_images(model, a, b * 0.5) > 0.01
-
-
-def test_sampling_seconds_per_image_warms_up_and_times_one_call():
-    calls = []
-
-    def sample(n):
-        calls.append(n)
-        time.sleep(0.5 if len(calls) == 1 else 0.05)  # a slow first (warm-up) call
-        return torch.zeros(n, 1, 28, 28)
-
-    seconds = metrics.sampling_seconds_per_image(sample, n=10)
-    assert calls == [10, 10]
-    assert 0.05 / 10 <= seconds < 0.5 / 10  # the warm-up is not counted
-    with pytest.raises(ValueError, match="returned 3 images"):
-        metrics.sampling_seconds_per_image(lambda n: torch.zeros(3, 1, 28, 28), n=10)
-    with pytest.raises(ValueError, match="n and repeats"):
-        metrics.sampling_seconds_per_image(sample, n=0)
-
-
-def test_trained_classifier_is_cached_and_learns(mnist_cache, monkeypatch):
-    monkeypatch.setenv("VAECOURSE_QUICK", "1")  # 20 batches: proves the recipe runs
-    first = metrics.trained_classifier()
-    assert not cache.USED[-1].from_cache and not first.training
-    second = metrics.trained_classifier()
-    assert cache.USED[-1].from_cache
-    for p, q in zip(first.parameters(), second.parameters(), strict=True):
-        assert torch.equal(p, q)
-    x, y = load_mnist("test")
-    assert metrics.accuracy(second, x[:1000], y[:1000]) > 0.5  # chance is 0.1
-    real = metrics.class_histogram(second, x[:1000])
-    assert real.sum() == 1000
+    history = fit(
+        model,
+        metrics.classifier_loss,
+        mnist["train"],
+        epochs=1,
+        batch_size=128,
+        lr=3e-3,
+        warmup=0.15,
+        progress=False,
+    )
+    assert {"loss", "error"} <= history[0].keys()
+    x, y = mnist["test"]
+    assert metrics.accuracy(model, x[:1000], y[:1000]) > 0.5  # chance is 0.1
+    counts = metrics.class_histogram(model, x[:1000])
+    assert counts.sum() == 1000
     with pytest.raises(ValueError, match="one per image"):
-        metrics.accuracy(second, x[:10], y[:9])
+        metrics.accuracy(model, x[:10], y[:9])
 
 
 def test_real_digits_cover_every_class(mnist):

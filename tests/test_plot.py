@@ -1,4 +1,5 @@
-"""Tests of vaecourse.plot: the image grid and the three shared figures."""
+"""Tests of vaecourse.plot: the tensor-to-array helper, the image grid and the shared
+figures."""
 
 from __future__ import annotations
 
@@ -9,13 +10,30 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.collections import PathCollection
 
-from vaecourse.plot import image_grid, latent_scatter, plot_history, show_images
+from vaecourse.plot import image_grid, latent_scatter, show_images, to_numpy
 
 pytestmark = pytest.mark.usefixtures("isolated", "figures")
 
 
 def random_images(n=10, h=28, w=28, seed=0):
-    return torch.rand(n, 1, h, w, generator=torch.Generator().manual_seed(seed))
+    return torch.rand(
+        n, 1, h, w, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+# --- to_numpy -------------------------------------------------------------------------
+
+
+def test_to_numpy_takes_tensors_with_a_graph_and_array_likes():
+    x = torch.randn(3, 2, requires_grad=True)
+    y = to_numpy(x * 2)
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32
+    np.testing.assert_array_equal(y, 2 * x.detach().numpy())
+    np.testing.assert_array_equal(
+        to_numpy([[1, 2], [3, 4]]), np.array([[1, 2], [3, 4]])
+    )
+    a = np.arange(4)
+    assert to_numpy(a) is a
 
 
 # --- image_grid -----------------------------------------------------------------------
@@ -94,41 +112,6 @@ def test_show_images_draws_on_a_given_axes():
     _, ax = plt.subplots()
     assert show_images(random_images(4), ax=ax) is ax
     assert len(ax.images) == 1
-
-
-# --- plot_history ---------------------------------------------------------------------
-
-HISTORY = [
-    {"epoch": 1, "loss": 3.0, "kl": 1.0, "val_loss": 3.5, "seconds": 2.0},
-    {"epoch": 2, "loss": 2.0, "kl": 0.8, "val_loss": 2.6, "seconds": 2.1},
-    {"epoch": 3, "loss": 1.5, "kl": 0.7, "val_loss": 2.2, "seconds": 1.9},
-]
-
-
-def test_plot_history_draws_one_curve_per_term():
-    """Every term but epoch and seconds is a curve over the epochs; val_ curves dashed."""
-    ax = plot_history(HISTORY)
-    assert isinstance(ax, Axes)
-    lines = {line.get_label(): line for line in ax.get_lines()}
-    assert set(lines) == {"loss", "kl", "val_loss"}
-    assert list(lines["kl"].get_xdata()) == [1, 2, 3]
-    assert list(lines["kl"].get_ydata()) == [1.0, 0.8, 0.7]
-    assert lines["val_loss"].get_linestyle() == "--"
-    assert lines["loss"].get_linestyle() == "-"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "loss",
-        "kl",
-        "val_loss",
-    ]
-    assert ax.get_yscale() == "linear"
-
-
-def test_plot_history_with_chosen_keys_and_log_scale():
-    """keys selects the curves; logy puts the loss axis on a log scale."""
-    _, ax = plt.subplots()
-    assert plot_history(HISTORY, keys=["val_loss"], ax=ax, logy=True) is ax
-    assert [line.get_label() for line in ax.get_lines()] == ["val_loss"]
-    assert ax.get_yscale() == "log"
 
 
 # --- latent_scatter -------------------------------------------------------------------

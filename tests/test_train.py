@@ -1,8 +1,10 @@
-"""Tests of vaecourse.train: the fit loop, evaluation, quick mode, seeds and device."""
+"""Tests of vaecourse.train: the fit loop, its learning-rate schedule and time limit,
+evaluation, quick mode, seeds, threads and the fast dtype."""
 
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,13 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaecourse import train
 from vaecourse.train import (
     QUICK_BATCHES,
     evaluate,
+    fast_dtype,
     fit,
-    pick_device,
     quick_mode,
+    quick_steps,
     seed_everything,
+    threads,
+    total_steps,
 )
 
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -73,7 +79,13 @@ def test_fit_learns_a_linear_regression():
     seed_everything(0)
     model = nn.Linear(3, 1)
     history = fit(
-        model, mse, regression_data(), epochs=30, batch_size=32, lr=0.05, progress=False
+        model,
+        mse,
+        regression_data(),
+        epochs=30,
+        batch_size=32,
+        lr=0.05,
+        progress=False,
     )
     assert history[-1]["loss"] < history[0]["loss"] / 100
 
@@ -85,13 +97,20 @@ def test_fit_trains_a_tiny_autoencoder():
     seed_everything(0)
     model = tiny_autoencoder()
     history = fit(
-        model, reconstruction, (x,), epochs=20, batch_size=32, lr=0.01, progress=False
+        model,
+        reconstruction,
+        (x,),
+        epochs=20,
+        batch_size=32,
+        lr=0.01,
+        progress=False,
     )
     assert history[-1]["mse"] < history[0]["mse"] / 2
 
 
 def test_history_has_one_row_per_epoch_with_every_term():
-    """Each epoch gives a row with its number, every loss term and its wall time."""
+    """Each epoch gives a row with its number, every loss term, the images seen, the
+    learning rate and its wall time."""
     x = torch.randn(40, 8)
     history = fit(
         tiny_autoencoder(),
@@ -103,8 +122,16 @@ def test_history_has_one_row_per_epoch_with_every_term():
     )
     assert [row["epoch"] for row in history] == [1, 2, 3]
     for row in history:
-        assert set(row) == {"epoch", "loss", "mse", "l1", "images", "seconds"}
-        assert row["seconds"] >= 0
+        assert set(row) == {
+            "epoch",
+            "loss",
+            "mse",
+            "l1",
+            "images",
+            "lr",
+            "seconds",
+        }
+        assert isinstance(row["seconds"], float)
         assert row["images"] == 40
         assert all(np.isfinite(v) for v in row.values())
 
@@ -126,6 +153,7 @@ def test_history_has_val_terms_for_val_data():
             "val_mse",
             "val_l1",
             "images",
+            "lr",
             "seconds",
         }
     final = evaluate(model, reconstruction, (val,))
@@ -170,34 +198,8 @@ def test_fit_is_deterministic_for_a_seed():
     assert not same_weights(first, trained(1))
 
 
-@pytest.mark.parametrize("every, halvings", [("epoch", 3), ("batch", 12)])
-def test_fit_steps_the_scheduler_once_per_epoch_or_per_batch(every, halvings):
-    """A StepLR halving the rate at every step, over 3 epochs of 4 batches: halved 3 times
-    when stepped per epoch (the default), 12 times with schedule_every="batch"."""
-    model = nn.Linear(3, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-    fit(
-        model,
-        mse,
-        regression_data(32),
-        epochs=3,
-        batch_size=8,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        schedule_every=every,
-        progress=False,
-    )
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**halvings)
-
-
-def test_fit_rejects_an_unknown_schedule_interval():
-    with pytest.raises(ValueError, match='"epoch" or "batch"'):
-        fit(nn.Linear(3, 1), mse, regression_data(8), epochs=1, schedule_every="step")
-
-
 def test_fit_stops_with_a_clear_error_before_a_nan_loss_reaches_the_weights():
-    """A diverged run raises (so train_cached caches nothing) and the weights keep their
+    """A diverged run raises (so cache.load stores nothing) and the weights keep their
     last finite values."""
     model = nn.Linear(3, 1)
     calls = []
@@ -207,7 +209,9 @@ def test_fit_stops_with_a_clear_error_before_a_nan_loss_reaches_the_weights():
         loss = mse(model, batch)["loss"]
         return {"loss": loss * float("nan") if len(calls) == 3 else loss}
 
-    with pytest.raises(FloatingPointError, match="epoch 1, batch 3.*learning rate"):
+    with pytest.raises(
+        FloatingPointError, match="epoch 1, batch 3.*learning rate"
+    ):
         fit(
             model,
             diverging,
@@ -224,6 +228,187 @@ def test_fit_leaves_the_model_in_eval_mode():
     model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 1))
     fit(model, mse, regression_data(16), epochs=1, progress=False)
     assert not model.training
+
+
+# --- the learning rate: constant, or one cycle ------------------------------------------
+
+
+def check_one_cycle(rates, lr, steps, warmup):
+    """``rates`` (one per step) rise from lr / 25 to ``lr`` near step ``warmup · steps``,
+    then fall to almost 0 at the last step, monotonically both ways."""
+    assert len(rates) == steps
+    peak = max(range(steps), key=rates.__getitem__)
+    assert rates[peak] == pytest.approx(lr)
+    assert abs(peak - max(warmup, 2 / steps) * steps) <= 1.5
+    assert rates[0] == pytest.approx(lr / 25)
+    assert rates[-1] < lr / 1000
+    assert rates[: peak + 1] == sorted(rates[: peak + 1])
+    assert rates[peak:] == sorted(rates[peak:], reverse=True)
+
+
+def test_fit_without_warmup_keeps_the_learning_rate_constant(learning_rates):
+    fit(
+        nn.Linear(3, 1),
+        mse,
+        regression_data(64),
+        epochs=2,
+        batch_size=8,
+        lr=0.03,
+        progress=False,
+    )
+    assert learning_rates == [0.03] * 16
+
+
+@pytest.mark.parametrize("warmup", [0.3, 0.02])
+def test_fit_one_cycle_spans_all_the_steps_of_all_the_epochs(
+    full_mode, learning_rates, warmup
+):
+    """3 epochs of 10 batches: one cycle over the 30 steps (warmup 0.02 of 30 is less
+    than a step: at least two warm-up steps)."""
+    history = fit(
+        nn.Linear(3, 1),
+        mse,
+        regression_data(80),
+        epochs=3,
+        batch_size=8,
+        lr=0.01,
+        warmup=warmup,
+        progress=False,
+    )
+    check_one_cycle(learning_rates, 0.01, 30, warmup)
+    # each row's lr is the rate after the epoch's last step: the next step's rate
+    assert [row["lr"] for row in history[:2]] == [
+        learning_rates[10],
+        learning_rates[20],
+    ]
+
+
+@pytest.mark.parametrize("warmup", [0.3, 0.02])
+def test_fit_one_cycle_fits_the_quick_steps_in_quick_mode(
+    monkeypatch, learning_rates, warmup
+):
+    """In quick mode the cycle spans the QUICK_BATCHES steps actually taken: the rate
+    peaks and decays to almost 0 within them, not over the full run's steps."""
+    monkeypatch.setenv("VAECOURSE_QUICK", "1")
+    x = regression_data(8 * (QUICK_BATCHES + 30))
+    fit(
+        nn.Linear(3, 1),
+        mse,
+        x,
+        epochs=5,
+        batch_size=8,
+        lr=0.01,
+        warmup=warmup,
+        progress=False,
+    )
+    check_one_cycle(learning_rates, 0.01, QUICK_BATCHES, warmup)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"epochs": None}, "epochs, a time_limit, or both"),
+        ({"epochs": 2, "warmup": 0.0}, "warmup is a fraction"),
+        ({"epochs": 2, "warmup": 1.0}, "warmup is a fraction"),
+        ({"epochs": None, "time_limit": 5.0, "warmup": 0.1}, "needs epochs"),
+    ],
+)
+def test_fit_rejects_settings_it_cannot_honour(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit(
+            nn.Linear(3, 1), mse, regression_data(16), progress=False, **kwargs
+        )
+
+
+# --- a time limit -----------------------------------------------------------------------
+
+
+class StepClock:
+    """A stand-in for ``time`` in vaecourse.train: one second passes per loss evaluated."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+@pytest.fixture
+def step_clock(monkeypatch):
+    clock = StepClock()
+    monkeypatch.setattr(
+        train, "time", SimpleNamespace(perf_counter=clock.perf_counter)
+    )
+    return clock
+
+
+def ticking(clock, loss_fn):
+    def loss(model, batch):
+        clock.now += 1.0
+        return loss_fn(model, batch)
+
+    return loss
+
+
+def test_fit_without_epochs_trains_until_the_time_limit(full_mode, step_clock):
+    """epochs=None: as many epochs as fit in ``time_limit``; the step that passes the limit
+    is the last, here the 7th of 3-batch epochs (7 s > 6.5 s), in the middle of epoch 3."""
+    loss = CountingLoss(ticking(step_clock, mse))
+    history = fit(
+        nn.Linear(3, 1),
+        loss,
+        regression_data(24),
+        epochs=None,
+        batch_size=8,
+        time_limit=6.5,
+        progress=False,
+    )
+    assert loss.calls == 7
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert [row["images"] for row in history] == [24, 24, 8]
+
+
+def test_fit_with_epochs_and_a_time_limit_stops_at_whichever_comes_first(
+    full_mode, step_clock
+):
+    data = regression_data(24)
+    loss = CountingLoss(ticking(step_clock, mse))
+    fit(
+        nn.Linear(3, 1),
+        loss,
+        data,
+        epochs=2,
+        batch_size=8,
+        time_limit=100.0,
+        progress=False,
+    )
+    assert loss.calls == 6  # the epochs ran out first
+    loss = CountingLoss(ticking(step_clock, mse))
+    fit(
+        nn.Linear(3, 1),
+        loss,
+        data,
+        epochs=2,
+        batch_size=8,
+        time_limit=1.5,
+        progress=False,
+    )
+    assert loss.calls == 2  # the time ran out first
+
+
+def test_fit_with_a_time_limit_runs_one_quick_epoch_in_quick_mode(monkeypatch):
+    monkeypatch.setenv("VAECOURSE_QUICK", "1")
+    loss = CountingLoss(mse)
+    history = fit(
+        nn.Linear(3, 1),
+        loss,
+        regression_data(8 * (QUICK_BATCHES + 5)),
+        epochs=None,
+        batch_size=8,
+        time_limit=3600.0,
+        progress=False,
+    )
+    assert loss.calls == QUICK_BATCHES and len(history) == 1
 
 
 # --- quick mode -----------------------------------------------------------------------
@@ -270,6 +455,49 @@ def test_quick_zero_is_full_mode(monkeypatch):
     assert len(history) == 2
 
 
+def test_quick_steps_cuts_at_quick_batches_in_quick_mode_only(monkeypatch):
+    monkeypatch.setenv("VAECOURSE_QUICK", "1")
+    assert [quick_steps(n) for n in (1, QUICK_BATCHES, 1500)] == [
+        1,
+        QUICK_BATCHES,
+        QUICK_BATCHES,
+    ]
+    monkeypatch.setenv("VAECOURSE_QUICK", "0")
+    assert [quick_steps(n) for n in (1, QUICK_BATCHES, 1500)] == [
+        1,
+        QUICK_BATCHES,
+        1500,
+    ]
+
+
+@pytest.mark.parametrize("quick", ["0", "1"])
+@pytest.mark.parametrize(
+    "n, batch_size, epochs",
+    [(40, 8, 3), (41, 8, 2), (8 * 45, 8, 2), (5, 8, 4)],
+)
+def test_total_steps_is_the_number_of_steps_fit_takes(
+    monkeypatch, quick, n, batch_size, epochs
+):
+    """total_steps(n, batch_size, epochs): epochs · ceil(n / batch_size) steps, or one
+    short epoch in quick mode; fit takes exactly that many."""
+    monkeypatch.setenv("VAECOURSE_QUICK", quick)
+    per_epoch = -(-n // batch_size)
+    expected = (
+        min(per_epoch, QUICK_BATCHES) if quick == "1" else epochs * per_epoch
+    )
+    assert total_steps(n, batch_size, epochs) == expected
+    loss = CountingLoss(mse)
+    fit(
+        nn.Linear(3, 1),
+        loss,
+        regression_data(n),
+        epochs=epochs,
+        batch_size=batch_size,
+        progress=False,
+    )
+    assert loss.calls == expected
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("1", True), ("yes", True), ("true", True), ("0", False), ("false", False),
@@ -279,12 +507,6 @@ def test_quick_mode_reads_the_environment(monkeypatch, value, expected):
     """Quick mode is on for a truthy VAECOURSE_QUICK, off for 0/false/no/empty."""
     monkeypatch.setenv("VAECOURSE_QUICK", value)
     assert quick_mode() is expected
-
-
-def test_quick_mode_is_off_when_unset(monkeypatch):
-    """Without VAECOURSE_QUICK, quick mode is off."""
-    monkeypatch.delenv("VAECOURSE_QUICK", raising=False)
-    assert quick_mode() is False
 
 
 # --- evaluate -------------------------------------------------------------------------
@@ -321,7 +543,7 @@ def test_evaluate_runs_in_eval_mode_without_gradients():
     assert model.training
 
 
-# --- seeds and device -----------------------------------------------------------------
+# --- seeds, threads and the fast dtype -------------------------------------------------
 
 
 def test_seed_everything_makes_draws_repeatable():
@@ -337,7 +559,9 @@ def test_seed_everything_makes_draws_repeatable():
         )
 
     a, b = draws(), draws()
-    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert (
+        torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    )
     assert torch.equal(a[3], b[3])
     assert torch.equal(
         a[3], torch.randn(5, generator=torch.Generator().manual_seed(123))
@@ -346,33 +570,7 @@ def test_seed_everything_makes_draws_repeatable():
     assert not torch.equal(torch.randn(5), a[0])
 
 
-def test_pick_device_is_cpu_without_accelerators(monkeypatch):
-    """With neither CUDA nor MPS, the device is the CPU."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert pick_device() == torch.device("cpu")
-
-
-def test_pick_device_is_cpu_on_this_machine():
-    """This test machine has no accelerator: the CPU is picked."""
-    if torch.cuda.is_available() or torch.backends.mps.is_available():
-        pytest.skip("this machine has an accelerator")
-    assert pick_device().type == "cpu"
-
-
-@pytest.mark.parametrize(
-    ("cuda", "mps", "expected"), [(True, True, "cuda"), (False, True, "mps")]
-)
-def test_pick_device_prefers_cuda_then_mps(monkeypatch, cuda, mps, expected):
-    """CUDA wins over MPS, MPS over the CPU."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
-    assert pick_device().type == expected
-
-
 def test_threads_sets_the_number_of_threads_and_restores_it_even_after_an_error():
-    from vaecourse.train import threads
-
     before = torch.get_num_threads()
     with threads(1):
         assert torch.get_num_threads() == 1
@@ -380,3 +578,22 @@ def test_threads_sets_the_number_of_threads_and_restores_it_even_after_an_error(
     with pytest.raises(RuntimeError), threads(1):
         raise RuntimeError("interrupted")
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    "onednn, bf16, expected",
+    [
+        (True, True, torch.bfloat16),
+        (True, False, torch.float32),
+        (False, True, torch.float32),
+        (False, False, torch.float32),
+    ],
+)
+def test_fast_dtype_is_bfloat16_only_where_the_cpu_multiplies_it_natively(
+    monkeypatch, onednn, bf16, expected
+):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: onednn)
+    monkeypatch.setattr(
+        torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: bf16
+    )
+    assert fast_dtype() == expected

@@ -1,10 +1,11 @@
-"""Tests of vaecourse.vae: shapes, the loss terms against independent formulas, and the
-importance-weighted log-likelihood against a likelihood computed exactly by quadrature."""
+"""Tests of vaecourse.chapters.vae: shapes, the loss terms against independent formulas,
+the importance-weighted log-likelihood against a likelihood computed exactly by
+quadrature, the training recipes, sampling, and the reference VAE of source 001."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,17 +13,26 @@ import torch.nn.functional as F
 from torch import distributions as D
 from torch import nn
 
-from vaecourse.data import binarize_static
-from vaecourse.divergences import elbo_from_log_weights, iw_bound
-from vaecourse.vae import (
+from vaecourse import train
+from vaecourse.chapters import vae as vae_module
+from vaecourse.chapters.autoencoders import Autoencoder
+from vaecourse.chapters.vae import (
     VAE,
+    ReferenceVAE,
+    ae_terms,
     gaussian_negative_elbo,
     iw_nll,
     log_weights,
-    mlp,
     negative_elbo,
+    reference_fit_loss,
+    reference_loss,
+    sample,
+    train_official_recipe,
     train_vae,
 )
+from vaecourse.data import binarize_dynamic, binarize_static
+from vaecourse.prob import elbo_from_log_weights, iw_bound
+from vaecourse.train import QUICK_BATCHES
 
 
 def binary_images(n, seed=0):
@@ -33,12 +43,6 @@ def binary_images(n, seed=0):
 def small_vae(latent_dim=3, seed=0):
     torch.manual_seed(seed)
     return VAE(latent_dim=latent_dim, hidden=(16,))
-
-
-def test_mlp_is_a_plain_sequential_without_a_final_activation():
-    net = mlp([5, 7, 3], nn.GELU)
-    assert [type(m) for m in net] == [nn.Linear, nn.GELU, nn.Linear]
-    assert net(torch.zeros(2, 5)).shape == (2, 3)
 
 
 def test_shapes():
@@ -123,7 +127,9 @@ def test_mean_log_weight_is_the_elbo():
     log_w = log_weights(model, x, 5000).detach()
     rec, kl = negative_elbo(model, x, samples=5000)
     error = log_w.std(0) / math.sqrt(5000)
-    assert ((-log_w.mean(0) - (rec + kl).detach()).abs() < 5 * error + 1e-3).all()
+    assert (
+        (-log_w.mean(0) - (rec + kl).detach()).abs() < 5 * error + 1e-3
+    ).all()
 
 
 def exact_nll(model, x):
@@ -135,7 +141,9 @@ def exact_nll(model, x):
     with torch.no_grad():
         logits = model.decoder(z.float()).double()  # (grid, 784)
     x = x.flatten(1).double()  # (N, 784)
-    log_px_z = logits @ x.T - F.softplus(logits).sum(1, keepdim=True)  # (grid, N)
+    log_px_z = logits @ x.T - F.softplus(logits).sum(
+        1, keepdim=True
+    )  # (grid, N)
     log_prior = -0.5 * (math.log(2 * math.pi) + z**2)
     return -(torch.logsumexp(log_px_z + log_prior, dim=0) + math.log(dz))
 
@@ -166,7 +174,9 @@ def test_iw_nll_is_seeded_and_leaves_the_caller_alone():
     torch.manual_seed(7)
     a = iw_nll(model, x, samples=50, chunk=20, seed=3)
     after = torch.rand(1)
-    assert torch.equal(before, after), "iw_nll changed the caller's random stream"
+    assert torch.equal(before, after), (
+        "iw_nll changed the caller's random stream"
+    )
     assert torch.equal(a, iw_nll(model, x, samples=50, chunk=20, seed=3))
     assert model.training, "iw_nll must restore training mode"
 
@@ -201,7 +211,9 @@ def test_gradient_variance_falls_as_one_over_the_number_of_samples():
             model.zero_grad()
             rec, kl = negative_elbo(model, x, samples)
             (rec + kl).mean().backward()
-            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+            grads.append(
+                torch.cat([p.grad.flatten() for p in model.parameters()])
+            )
         return torch.stack(grads).var(0).sum().item()
 
     torch.manual_seed(0)
@@ -209,53 +221,31 @@ def test_gradient_variance_falls_as_one_over_the_number_of_samples():
     assert 4 * 0.8 < one / four < 4 * 1.25
 
 
-def test_per_pixel_loss_is_the_per_image_loss_divided_by_784():
-    """Source 001's loss, BCE averaged over batch and pixels plus KL / (batch * 784), is
-    the batch mean of the per-image negative ELBO divided by 784 (for the same draw)."""
-    gen = torch.Generator().manual_seed(4)
-    x = torch.bernoulli(torch.full((8, 784), 0.3), generator=gen)
-    probs = torch.rand(8, 784, generator=gen) * 0.98 + 0.01
-    mu, logvar = torch.randn(8, 2, generator=gen), torch.randn(8, 2, generator=gen)
-    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-    per_pixel = F.binary_cross_entropy(probs, x) + kld / (8 * 784)
-    per_image = (
-        F.binary_cross_entropy(probs, x, reduction="none").sum(1)
-        + D.kl_divergence(
-            D.Normal(mu, torch.exp(0.5 * logvar)), D.Normal(0.0, 1.0)
-        ).sum(1)
-    ).mean()
-    torch.testing.assert_close(784 * per_pixel, per_image)
-
-
-def test_prior_mass_inside_radius_two_is_one_minus_e_to_the_minus_two():
-    """|z|² of a 2-D standard normal is chi-square with 2 degrees of freedom:
-    P(|z| < 2) = 1 - exp(-2), the number the chapter's 2-D latent figure uses."""
-    from scipy import stats
-
-    assert stats.chi2(2).cdf(4.0) == pytest.approx(1 - math.exp(-2), rel=1e-12)
-
-
 @pytest.mark.usefixtures("full_mode")
 def test_train_vae_lowers_the_negative_elbo_and_logs_both_terms():
     """Three epochs of the recipe on 512 images lower the loss; the history has the two
     terms, and with the KL warm-up over, the last epoch's loss is close to their sum."""
     torch.manual_seed(0)
-    images = torch.rand(512, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(
+        512, 1, 28, 28, generator=torch.Generator().manual_seed(0)
+    )
     images = (images > 0.7).float() * 0.9 + 0.05
     model = VAE(latent_dim=4, hidden=(32,))
     x = binarize_static(images, seed=1)
     torch.manual_seed(2)
-    start = float(sum(negative_elbo(model, x)).mean())
+    start = float(sum(negative_elbo(model, x)).mean().detach())
     history = train_vae(
         model, images, epochs=3, batch_size=64, lr=3e-3, kl_warmup=0.3, seed=0
     )
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert {"loss", "reconstruction", "kl"} <= history[-1].keys()
     torch.manual_seed(2)
-    end = float(sum(negative_elbo(model, x)).mean())
+    end = float(sum(negative_elbo(model, x)).mean().detach())
     assert end < start - 20
     last = history[-1]
-    assert last["loss"] == pytest.approx(last["reconstruction"] + last["kl"], rel=1e-6)
+    assert last["loss"] == pytest.approx(
+        last["reconstruction"] + last["kl"], rel=1e-6
+    )
     # during the warm-up epoch the KL weight was below 1
     first = history[0]
     assert first["loss"] < first["reconstruction"] + first["kl"]
@@ -301,46 +291,6 @@ def test_train_vae_binarizes_unless_told_not_to_and_uses_the_given_terms():
             assert values.tolist() == [0.5]
 
 
-def test_quick_mode_fits_the_schedules_to_the_quick_steps(monkeypatch):
-    """In quick mode fit runs QUICK_BATCHES steps; the one-cycle schedule must span those
-    steps (not the full run's), or CI's models would never leave the warm-up."""
-    from vaecourse.train import QUICK_BATCHES
-
-    monkeypatch.setenv("VAECOURSE_QUICK", "1")
-    seen = {}
-    real = torch.optim.lr_scheduler.OneCycleLR
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.lr_scheduler, "OneCycleLR", spy)
-    images = torch.rand(64 * 40, 784, generator=torch.Generator().manual_seed(0))
-    train_vae(VAE(latent_dim=2, hidden=(8,)), images, epochs=3, batch_size=64, desc="t")
-    assert seen["total_steps"] == QUICK_BATCHES
-
-
-def vae_chapter_code():
-    """The code cells of the VAE chapter, joined."""
-    import json
-
-    root = Path(__file__).resolve().parents[1]
-    nb = json.loads((root / "book" / "vae.ipynb").read_text())
-    return "\n".join(
-        "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"
-    )
-
-
-@pytest.mark.parametrize("loader", ["trained_main_vae", "trained_plain_autoencoder"])
-def test_the_vae_chapter_trains_its_shared_models_with_the_loaders(loader):
-    """Later chapters load the VAE chapter's main VAE and plain autoencoder through
-    vaecourse's loaders. The chapter must show those very functions (the copy check holds
-    them identical) and call them, or later chapters would retrain under another key."""
-    code = vae_chapter_code()
-    assert f"# Also in vaecourse: vaecourse.vae.{loader}\n" in code
-    assert f"{loader}()" in code.replace(f"def {loader}()", "")
-
-
 def test_iw_nll_does_not_depend_on_the_chunk_size():
     """The chunk size only trades memory for speed: the same draws, the same numbers.
     (PyTorch's CPU generator fills normals 16 at a time, so the draws split identically
@@ -362,94 +312,212 @@ def test_encode_gives_float32_under_bfloat16_autocast():
     assert mu.dtype == logvar.dtype == torch.float32
 
 
-def test_mixed_precision_training_runs_bfloat16_products_and_float32_weights(full_mode):
-    """train_vae(dtype=torch.bfloat16): the linear layers compute in bfloat16, the
-    weights and the logged terms stay float32, and the loss still falls."""
-    seen = set()
-    model = VAE(latent_dim=2, hidden=(16,))
-    model.decoder[0].register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+@pytest.mark.parametrize("fast", [torch.bfloat16, torch.float32])
+def test_mixed_precision_runs_the_products_in_the_fast_dtype_and_keeps_float32_weights(
+    full_mode, monkeypatch, fast
+):
+    """train_vae(mixed_precision=True): the linear layers compute in fast_dtype() (bfloat16
+    where the CPU has it, else float32: then nothing changes), the weights and the logged
+    terms stay float32, and the loss still falls. Without it, float32 throughout."""
+    monkeypatch.setattr(vae_module, "fast_dtype", lambda: fast)
     images = torch.rand(256, 784, generator=torch.Generator().manual_seed(0))
-    history = train_vae(
-        model, images, epochs=3, batch_size=64, dtype=torch.bfloat16, desc="t"
+    for mixed, expected in [(True, {fast}), (False, {torch.float32})]:
+        seen = set()
+        torch.manual_seed(0)
+        model = VAE(latent_dim=2, hidden=(16,))
+        model.decoder[0].register_forward_hook(
+            lambda m, i, out, seen=seen: seen.add(out.dtype)
+        )
+        history = train_vae(
+            model,
+            images,
+            epochs=3,
+            batch_size=64,
+            mixed_precision=mixed,
+            desc="t",
+        )
+        assert seen == expected
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_train_vae_fits_its_learning_rate_schedule_to_the_quick_steps(
+    monkeypatch, learning_rates
+):
+    """In quick mode train_vae takes QUICK_BATCHES steps, and its one-cycle learning rate
+    rises to lr and decays to almost 0 within them, not over the full run's steps (or
+    CI's models would never leave the warm-up)."""
+    monkeypatch.setenv("VAECOURSE_QUICK", "1")
+    images = torch.rand(
+        64 * 40, 784, generator=torch.Generator().manual_seed(0)
     )
-    assert seen == {torch.bfloat16}
-    assert all(p.dtype == torch.float32 for p in model.parameters())
+    model = VAE(latent_dim=2, hidden=(8,))
+    train_vae(model, images, epochs=3, batch_size=64, lr=4e-3, desc="t")
+    assert len(learning_rates) == QUICK_BATCHES
+    peak = max(range(len(learning_rates)), key=learning_rates.__getitem__)
+    assert learning_rates[peak] == pytest.approx(4e-3)
+    assert 0 < peak < QUICK_BATCHES // 2
+    assert learning_rates[0] < 4e-3 / 10
+    assert learning_rates[-1] < 4e-3 / 100
+
+
+def test_ae_terms_are_the_reconstruction_of_the_code_and_no_kl():
+    torch.manual_seed(0)
+    model = Autoencoder(3, (16,))
+    x = binary_images(5)
+    reconstruction, kl = ae_terms(model, x)
+    logits = model.decoder(model.encode(x))
+    bce = F.binary_cross_entropy_with_logits(
+        logits, x.flatten(1), reduction="none"
+    )
+    torch.testing.assert_close(reconstruction, bce.sum(1))
+    assert torch.equal(kl, torch.zeros(5))
+
+
+@pytest.mark.usefixtures("full_mode")
+def test_train_vae_trains_a_plain_autoencoder_with_ae_terms():
+    torch.manual_seed(0)
+    model = Autoencoder(4, (32,))
+    images = torch.rand(256, 784, generator=torch.Generator().manual_seed(1))
+    history = train_vae(
+        model, images, epochs=3, batch_size=64, terms=ae_terms, desc="t"
+    )
+    assert all(row["kl"] == 0 for row in history)
+    assert history[-1]["loss"] == pytest.approx(history[-1]["reconstruction"])
     assert history[-1]["loss"] < history[0]["loss"]
 
 
-def test_fast_dtype_is_bfloat16_only_where_the_cpu_has_it():
-    from vaecourse.train import fast_dtype
-
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert fast_dtype() == (torch.bfloat16 if native else torch.float32)
-
-
-def test_the_plain_autoencoder_has_the_main_vaes_networks(monkeypatch):
-    """The VAE chapter compares its VAE with "a plain autoencoder of the same size": the
-    two loaders must build the same layers and activation (the encoder differs only in its
-    last layer, which outputs the code itself instead of a mean and a log-variance)."""
-    from vaecourse import vae as vae_module
-
-    monkeypatch.setattr(vae_module, "train_cached", lambda *args, **kwargs: None)
-    monkeypatch.setattr(vae_module, "load_mnist", lambda split: (None, None))
-    vae, ae = vae_module.trained_main_vae(), vae_module.trained_plain_autoencoder()
+def test_the_autoencoder_of_the_same_size_has_the_vaes_networks():
+    """The VAE chapter compares its VAE with "a plain autoencoder of the same size": built
+    with the same arguments, the two have the same layers and activation, the encoder
+    differing only in its last layer (the code itself, not a mean and a log-variance)."""
+    vae = VAE(8, (64, 32), nn.SiLU)
+    ae = Autoencoder(8, (64, 32), nn.SiLU)
     assert repr(ae.decoder) == repr(vae.decoder)
     assert repr(ae.encoder[:-1]) == repr(vae.encoder[:-1])
-    assert ae.encoder[-1].out_features == vae.latent_dim
-    assert vae.encoder[-1].out_features == 2 * vae.latent_dim
+    assert ae.encoder[-1].out_features == 8
+    assert vae.encoder[-1].out_features == 2 * 8
 
 
-class _StopAfter:
-    """A stand-in for the stop event that turns set after ``n`` looks."""
+def test_sample_decodes_prior_draws_to_bernoulli_means():
+    model = small_vae()
+    a = sample(model, 6, seed=2)
+    z = torch.randn(6, 3, generator=torch.Generator().manual_seed(2))
+    expected = torch.sigmoid(model.decoder(z)).view(6, 1, 28, 28).detach()
+    torch.testing.assert_close(a, expected)
+    assert a.shape == (6, 1, 28, 28) and 0 <= a.min() and a.max() <= 1
+    assert not a.requires_grad
+    assert torch.equal(a, sample(model, 6, seed=2))
+    assert not torch.equal(a, sample(model, 6, seed=3))
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        sample(model, 0)
 
-    def __init__(self, n):
-        self.n, self.looks = n, 0
 
-    def is_set(self):
-        self.looks += 1
-        return self.looks > self.n
+class StepClock:
+    """A stand-in for ``time`` in vaecourse.train: one second passes per training step."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def tick(self, *args):
+        self.now += 1.0
 
 
-def test_the_official_recipe_trains_until_it_is_told_to_stop(full_mode):
-    import threading
-
-    from vaecourse.vae import train_official_recipe
-
-    started, stop = threading.Event(), _StopAfter(5)
-    model = VAE(latent_dim=2, hidden=(8,))
-    before = [p.detach().clone() for p in model.parameters()]
-    images = torch.rand(64 * 10, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    history = train_official_recipe(model, images, started, stop, batch_size=64)
-    assert started.is_set()
-    # one look before the epoch and one after each step: the sixth, after step 5, stops it
-    assert [row["images"] for row in history] == [5 * 64]
-    assert history[0]["time"] > 0
-    assert any(
-        not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)
+def test_the_official_recipe_trains_until_its_time_is_up(
+    full_mode, monkeypatch
+):
+    """train_official_recipe(model, images, seconds) trains for ``seconds`` (the training
+    time of the model it is compared with), across epochs, then stops: here a clock that
+    advances one second per step, so 5.5 seconds are 6 steps."""
+    clock = StepClock()
+    monkeypatch.setattr(
+        train, "time", SimpleNamespace(perf_counter=clock.perf_counter)
     )
+    torch.manual_seed(0)
+    model = VAE(latent_dim=2, hidden=(8,))
+    model.encoder.register_forward_pre_hook(
+        clock.tick
+    )  # one encoding per step
+    before = [p.detach().clone() for p in model.parameters()]
+    images = torch.rand(
+        4 * 64, 1, 28, 28, generator=torch.Generator().manual_seed(0)
+    )
+    history = train_official_recipe(model, images, 5.5, batch_size=64)
+    assert [row["images"] for row in history] == [4 * 64, 2 * 64]
+    assert all(
+        not torch.equal(a, b)
+        for a, b in zip(before, model.parameters(), strict=True)
+    )
+    assert not model.training
 
 
-def test_the_official_recipe_is_cached_under_the_main_vaes_key(monkeypatch):
-    """The official recipe trains for as long as the main VAE: its cache entry must change
-    whenever the main VAE's does, so it names the main VAE's whole configuration."""
-    import threading
-
-    from vaecourse import vae as vae_module
-
-    configs = {}
-
-    def record(name, model, train, config):
-        configs[name] = config
-
-    monkeypatch.setattr(vae_module, "train_cached", record)
-    monkeypatch.setattr(vae_module, "load_mnist", lambda split: (None, None))
-    vae_module.trained_main_vae()
-    vae_module.trained_official_recipe(threading.Event(), threading.Event())
-    assert configs["vae-official-recipe"]["beside vae-main"] == configs["vae-main"]
+def test_the_official_recipe_uses_a_constant_learning_rate(
+    full_mode, learning_rates
+):
+    model = VAE(latent_dim=2, hidden=(8,))
+    images = torch.rand(
+        3 * 32, 784, generator=torch.Generator().manual_seed(0)
+    )
+    train_official_recipe(model, images, 0.0, batch_size=32, lr=2e-3)
+    assert learning_rates and set(learning_rates) == {2e-3}
 
 
-def test_the_vae_chapter_trains_the_official_recipe_beside_the_main_vae():
-    code = vae_chapter_code()
-    assert "with on_second_core(vaecourse.vae.trained_official_recipe)" in code
-    assert "# Also in vaecourse: vaecourse.vae.trained_official_recipe\n" in code
-    assert "# Also in vaecourse: vaecourse.vae.train_official_recipe\n" in code
+def test_the_official_recipe_takes_the_quick_steps_in_quick_mode(monkeypatch):
+    monkeypatch.setenv("VAECOURSE_QUICK", "1")
+    model = VAE(latent_dim=2, hidden=(8,))
+    images = torch.rand(
+        40 * 16, 784, generator=torch.Generator().manual_seed(0)
+    )
+    history = train_official_recipe(model, images, 3600.0, batch_size=16)
+    assert [row["images"] for row in history] == [QUICK_BATCHES * 16]
+
+
+# --- the reference VAE of source 001 ----------------------------------------------------
+
+
+def test_reference_vae_shapes_and_its_evaluation_code_is_the_posterior_mean():
+    torch.manual_seed(0)
+    model = ReferenceVAE()
+    x = binary_images(4)
+    output, mu, gamma = model(x)
+    assert output.shape == (4, 784) and mu.shape == gamma.shape == (4, 2)
+    assert ((output > 0) & (output < 1)).all()
+    model.eval()
+    output, mu, _ = model(x)
+    torch.testing.assert_close(output, model.decoder(mu))
+
+
+def test_reference_loss_is_the_per_image_negative_elbo_divided_by_784():
+    """Source 001's loss, BCE averaged over batch and pixels plus KL / (batch · 784), is
+    the batch mean of the per-image negative ELBO divided by 784, for the same noise."""
+    torch.manual_seed(0)
+    model = ReferenceVAE().train()
+    x = binary_images(8).flatten(1)
+    torch.manual_seed(1)
+    loss = reference_loss(x, *model(x))
+    torch.manual_seed(1)
+    mu, gamma = model.encode(x)
+    z = mu + torch.exp(0.5 * gamma) * torch.randn_like(mu)
+    probs = model.decoder(z)
+    log_px_z = D.Bernoulli(probs=probs).log_prob(x).sum(1)
+    q = D.Normal(mu, torch.exp(0.5 * gamma))
+    kl = D.kl_divergence(q, D.Normal(0.0, 1.0)).sum(1)
+    per_image = (-log_px_z + kl).mean()
+    torch.testing.assert_close(784 * loss, per_image)
+
+
+def test_reference_fit_loss_binarizes_the_batch_dynamically():
+    torch.manual_seed(0)
+    model = ReferenceVAE().train()
+    images = torch.rand(
+        6, 1, 28, 28, generator=torch.Generator().manual_seed(2)
+    )
+    torch.manual_seed(3)
+    got = reference_fit_loss(model, (images,))
+    assert set(got) == {"loss"}
+    torch.manual_seed(3)
+    x = binarize_dynamic(images)
+    torch.testing.assert_close(got["loss"], reference_loss(x, *model(x)))

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from vaecourse.build import ROOT
+from tools.build import ROOT
 
 LINT = ROOT / "tests" / "actionlint"
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -28,7 +28,11 @@ def actionlint(*paths):
 def test_pages_workflow_exists_and_deploys_the_built_site():
     assert WORKFLOWS, "no workflow in .github/workflows"
     text = "\n".join(p.read_text() for p in WORKFLOWS)
-    assert "make book" in text and "_build/html" in text and "deploy-pages" in text
+    assert (
+        "make book" in text
+        and "_build/html" in text
+        and "deploy-pages" in text
+    )
 
 
 def test_workflows_pass_actionlint():

@@ -27,7 +27,9 @@ class ChapterClock:
     model cache.
 
     A model loaded from the checkpoint cache costs seconds now but cost its
-    training time once; ``cold_seconds`` adds that stored training time back.
+    training time once; ``cold_seconds`` adds that stored training time back,
+    once per model (a model is loaded again for each model trained from it),
+    and not for a model this run trained itself.
     """
 
     def __init__(self):
@@ -38,8 +40,14 @@ class ChapterClock:
         return time.perf_counter() - self.start
 
     def cold_seconds(self) -> float:
-        loaded = [t for t in cache.USED[self.first_entry :] if t.from_cache]
-        return self.seconds() + sum(t.train_seconds for t in loaded)
+        records = cache.USED[self.first_entry :]
+        trained_here = {r.path for r in records if not r.from_cache}
+        loaded = {
+            r.path: r.train_seconds
+            for r in records
+            if r.from_cache and r.path not in trained_here
+        }
+        return self.seconds() + sum(loaded.values())
 
 
 def table(rows: list[dict], formats: dict[str, str] | None = None):

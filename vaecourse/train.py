@@ -182,9 +182,9 @@ def fit(
             # stop before a NaN (or an infinity) reaches the weights
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(
-                    f"{desc}: the loss is {float(terms['loss'])} at epoch {epoch}, batch "
-                    f"{i + 1}; training stopped and nothing was cached. A smaller "
-                    "learning rate usually cures this."
+                    f"{desc}: the loss is {float(terms['loss'].detach())} at "
+                    f"epoch {epoch}, batch {i + 1}; training stopped and nothing "
+                    "was cached. A smaller learning rate usually cures this."
                 )
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()

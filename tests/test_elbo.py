@@ -1,4 +1,4 @@
-"""Tests of vaecourse.linear_gaussian against independent references (scipy, sklearn,
+"""Tests of vaecourse.chapters.elbo (the linear-Gaussian model) against independent references (scipy, sklearn,
 torch.distributions, quadrature, Monte Carlo), and of the identities the ELBO chapter
 checks on that model: the ELBO decomposition, the bound, its gap, importance sampling."""
 
@@ -13,18 +13,18 @@ from scipy import integrate, stats
 from sklearn.decomposition import PCA
 from torch import distributions as D
 
-from vaecourse.divergences import (
-    elbo_from_log_weights,
-    iw_bound,
-    log_standard_normal,
-    mvn_kl,
-)
-from vaecourse.linear_gaussian import (
+from vaecourse.chapters.elbo import (
     expected_log_likelihood,
     fit_ppca,
     log_likelihood,
     log_marginal,
     posterior,
+)
+from vaecourse.chapters.kl import gaussian_kl_standard, mvn_kl
+from vaecourse.prob import (
+    elbo_from_log_weights,
+    iw_bound,
+    log_standard_normal,
 )
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -40,7 +40,9 @@ def model(d=6, k=2, sigma2=0.3, seed=0):
 def data(W, b, sigma2, n, seed=1):
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, W.shape[1], generator=g)
-    return z @ W.T + b + sigma2.sqrt() * torch.randn(n, W.shape[0], generator=g)
+    return (
+        z @ W.T + b + sigma2.sqrt() * torch.randn(n, W.shape[0], generator=g)
+    )
 
 
 def random_gaussians(k, n, seed=2):
@@ -59,7 +61,9 @@ def test_log_likelihood_matches_torch_distributions():
     expected = D.Independent(D.Normal(z @ W.T + b, s2.sqrt()), 1).log_prob(
         x.unsqueeze(1)
     )
-    torch.testing.assert_close(log_likelihood(x.unsqueeze(1), z, W, b, s2), expected)
+    torch.testing.assert_close(
+        log_likelihood(x.unsqueeze(1), z, W, b, s2), expected
+    )
 
 
 def test_log_marginal_matches_scipy():
@@ -67,7 +71,9 @@ def test_log_marginal_matches_scipy():
     x = data(W, b, s2, 20)
     cov = (W @ W.T + s2 * torch.eye(6)).numpy()
     expected = stats.multivariate_normal(b.numpy(), cov).logpdf(x.numpy())
-    np.testing.assert_allclose(log_marginal(x, W, b, s2).numpy(), expected, rtol=1e-10)
+    np.testing.assert_allclose(
+        log_marginal(x, W, b, s2).numpy(), expected, rtol=1e-10
+    )
 
 
 def test_log_marginal_is_the_integral_of_likelihood_times_prior():
@@ -83,7 +89,9 @@ def test_log_marginal_is_the_integral_of_likelihood_times_prior():
                 + log_standard_normal(z).sum().item()
             )
 
-        value, _ = integrate.quad(joint, -12, 12, epsabs=0, epsrel=1e-11, limit=200)
+        value, _ = integrate.quad(
+            joint, -12, 12, epsabs=0, epsrel=1e-11, limit=200
+        )
         assert math.log(value) == pytest.approx(
             log_marginal(row, W, b, s2).item(), rel=1e-8
         )
@@ -152,7 +160,9 @@ def test_rotating_the_latent_space_leaves_the_marginal_unchanged():
     R, _ = torch.linalg.qr(
         torch.randn(2, 2, generator=torch.Generator().manual_seed(6))
     )
-    torch.testing.assert_close(log_marginal(x, W @ R, b, s2), log_marginal(x, W, b, s2))
+    torch.testing.assert_close(
+        log_marginal(x, W @ R, b, s2), log_marginal(x, W, b, s2)
+    )
 
 
 def test_expected_log_likelihood_matches_monte_carlo():
@@ -192,7 +202,9 @@ def test_elbo_is_tight_exactly_at_the_posterior():
     elbo = expected_log_likelihood(x, mean, cov, W, b, s2) - mvn_kl(
         mean, cov, torch.zeros(3), torch.eye(3)
     )
-    assert elbo.item() == pytest.approx(log_marginal(x, W, b, s2).item(), abs=1e-10)
+    assert elbo.item() == pytest.approx(
+        log_marginal(x, W, b, s2).item(), abs=1e-10
+    )
 
 
 def test_jensen_form_of_the_elbo_matches_the_closed_form():
@@ -204,7 +216,9 @@ def test_jensen_form_of_the_elbo_matches_the_closed_form():
     torch.manual_seed(8)
     z = q.sample((200_000,))
     log_w = (
-        log_likelihood(x, z, W, b, s2) + log_standard_normal(z).sum(-1) - q.log_prob(z)
+        log_likelihood(x, z, W, b, s2)
+        + log_standard_normal(z).sum(-1)
+        - q.log_prob(z)
     )
     closed = expected_log_likelihood(x, mean, cov, W, b, s2) - mvn_kl(
         mean, cov, torch.zeros(2), torch.eye(2)
@@ -235,7 +249,9 @@ def test_naive_monte_carlo_is_unbiased_for_p_but_not_for_log_p():
     W, b, s2 = model(d=3, k=1, sigma2=1.0)
     x = data(W, b, s2, 1)[0]
     g = torch.Generator().manual_seed(9)
-    z = torch.randn(20_000, 10, 1, generator=g)  # 20,000 estimates with N = 10 each
+    z = torch.randn(
+        20_000, 10, 1, generator=g
+    )  # 20,000 estimates with N = 10 each
     log_lik = log_likelihood(x, z, W, b, s2)
     log_estimates = iw_bound(log_lik, dim=1)
     log_px = log_marginal(x, W, b, s2)
@@ -248,7 +264,9 @@ def test_importance_weighted_bound_rises_with_k_towards_log_p():
     W, b, s2 = model(d=12, k=3)
     x = data(W, b, s2, 1)[0]
     mean, cov = posterior(x, W, b, s2)
-    q = D.MultivariateNormal(mean + cov.diagonal().sqrt(), 3 * cov)  # a poor proposal
+    q = D.MultivariateNormal(
+        mean + cov.diagonal().sqrt(), 3 * cov
+    )  # a poor proposal
     log_px = log_marginal(x, W, b, s2)
     torch.manual_seed(10)
     bounds = []
@@ -260,9 +278,9 @@ def test_importance_weighted_bound_rises_with_k_towards_log_p():
         bounds.append(estimates.mean().item())
         if k == 1:
             error = estimates.std().item() / math.sqrt(len(estimates))
-    closed_elbo = expected_log_likelihood(x, q.mean, q.covariance_matrix, W, b, s2) - (
-        mvn_kl(q.mean, q.covariance_matrix, torch.zeros(3), torch.eye(3))
-    )
+    closed_elbo = expected_log_likelihood(
+        x, q.mean, q.covariance_matrix, W, b, s2
+    ) - (mvn_kl(q.mean, q.covariance_matrix, torch.zeros(3), torch.eye(3)))
     assert abs(bounds[0] - closed_elbo.item()) < 5 * error
     assert all(a < c for a, c in zip(bounds, bounds[1:], strict=False))
     assert bounds[-1] < log_px.item()
@@ -273,7 +291,9 @@ def test_importance_weighted_bound_rises_with_k_towards_log_p():
     "call, message",
     [
         (
-            lambda: log_marginal(torch.zeros(3), torch.zeros(3), torch.zeros(3), 1.0),
+            lambda: log_marginal(
+                torch.zeros(3), torch.zeros(3), torch.zeros(3), 1.0
+            ),
             "W",
         ),
         (
@@ -283,7 +303,9 @@ def test_importance_weighted_bound_rises_with_k_towards_log_p():
             "b must have shape",
         ),
         (
-            lambda: posterior(torch.zeros(3), torch.zeros(3, 1), torch.zeros(3), 0.0),
+            lambda: posterior(
+                torch.zeros(3), torch.zeros(3, 1), torch.zeros(3), 0.0
+            ),
             "sigma2 must be positive",
         ),
         (
@@ -324,7 +346,9 @@ def test_best_diagonal_gaussian_keeps_the_mean_and_inverts_the_precision_diagona
     )
     x = data(W, b, s2, 1)[0]
     mean, cov = posterior(x, W @ R, b, s2)
-    assert (cov - torch.diag(cov.diagonal())).abs().max() > 1e-3  # really not diagonal
+    assert (
+        cov - torch.diag(cov.diagonal())
+    ).abs().max() > 1e-3  # really not diagonal
     best_var = 1 / torch.linalg.inv(cov).diagonal()
     m = mean.clone().requires_grad_(True)
     log_var = best_var.log().requires_grad_(True)
@@ -350,7 +374,8 @@ def test_decoder_gradient_moves_inside_the_expectation():
     torch.manual_seed(15)
     z = D.MultivariateNormal(mean, cov).sample((100_000,))
     per_sample = torch.func.vmap(
-        torch.func.grad(lambda b, z: log_likelihood(x, z, W, b, s2)), in_dims=(None, 0)
+        torch.func.grad(lambda b, z: log_likelihood(x, z, W, b, s2)),
+        in_dims=(None, 0),
     )(b, z)  # ∇_b log p(x|z), one row per sample
     error = per_sample.std(0) / math.sqrt(len(z))
     assert ((per_sample.mean(0) - exact).abs() < 5 * error).all()
@@ -366,7 +391,9 @@ def test_monte_carlo_reconstruction_term_is_unbiased_with_spread_one_over_root_L
     for L in [1, 100]:
         z = D.MultivariateNormal(mean, cov).sample((4000, L))
         estimates = log_likelihood(x, z, W, b, s2).mean(1)
-        assert abs(estimates.mean() - exact) < 5 * estimates.std() / math.sqrt(4000)
+        assert abs(estimates.mean() - exact) < 5 * estimates.std() / math.sqrt(
+            4000
+        )
         spreads.append(estimates.std())
     assert spreads[0] / spreads[1] == pytest.approx(10, rel=0.1)
 
@@ -374,14 +401,17 @@ def test_monte_carlo_reconstruction_term_is_unbiased_with_spread_one_over_root_L
 def test_reparameterized_elbo_gradient_matches_the_exact_gradient():
     """Autograd through z = m + s ε of log p(x|z) - KL(q ‖ p(z)), averaged over ε, is the
     gradient of the closed-form ELBO with respect to (m, log s)."""
-    from vaecourse.divergences import gaussian_kl_standard
-
     W, b, s2 = model(d=12, k=3)
     x = data(W, b, s2, 1)[0]
     mean, cov = posterior(x, W, b, s2)
     m0, log_s0 = mean + 0.3, 0.5 * cov.diagonal().log() + 0.2
-    m, log_s = m0.clone().requires_grad_(True), log_s0.clone().requires_grad_(True)
-    exact = expected_log_likelihood(x, m, torch.diag(torch.exp(2 * log_s)), W, b, s2)
+    m, log_s = (
+        m0.clone().requires_grad_(True),
+        log_s0.clone().requires_grad_(True),
+    )
+    exact = expected_log_likelihood(
+        x, m, torch.diag(torch.exp(2 * log_s)), W, b, s2
+    )
     exact = exact - gaussian_kl_standard(m, 2 * log_s).sum()
     exact_grad = torch.cat(torch.autograd.grad(exact, (m, log_s)))
     n = 100_000
@@ -403,19 +433,3 @@ def test_gaussian_decoder_log_likelihood_is_a_scaled_squared_error():
     mse = ((x - (z @ W.T + b)) ** 2).mean(-1)
     expected = -9 / 2 * torch.log(2 * math.pi * s2) - 9 * mse / (2 * s2)
     torch.testing.assert_close(log_likelihood(x, z, W, b, s2), expected)
-
-
-def test_bernoulli_decoder_log_likelihood_is_minus_the_summed_cross_entropy():
-    import torch.nn.functional as F
-
-    from vaecourse.divergences import log_bernoulli
-
-    g = torch.Generator().manual_seed(20)
-    x = (torch.rand(5, 30, generator=g) > 0.5).double()
-    probabilities = torch.rand(5, 30, generator=g) * 0.98 + 0.01
-    expected = D.Bernoulli(probs=probabilities).log_prob(x).sum(-1)
-    bce = F.binary_cross_entropy(probabilities, x, reduction="none").sum(-1)
-    torch.testing.assert_close(-bce, expected)
-    torch.testing.assert_close(
-        log_bernoulli(x, probabilities.logit()).sum(-1), expected
-    )
