@@ -93,6 +93,11 @@ def visit(browser, url: str, name: str) -> dict:
           images: imgs.map(i => ({src: i.getAttribute("src"), alt: i.getAttribute("alt") || "",
                                   ok: i.complete && i.naturalWidth > 0})),
           links: [...document.querySelectorAll("a[href]")].map(a => a.href),
+          // code cells and their printed output that scroll sideways (toggled
+          // cells that are closed have no layout and are skipped)
+          overflowing: [...main.querySelectorAll("div.cell_input pre, div.cell_output pre")]
+            .filter(p => p.offsetParent !== null && p.scrollWidth > p.clientWidth + 1)
+            .map(p => p.innerText.split("\\n").reduce((a, l) => l.length > a.length ? l : a, "")),
           prose: (() => { const c = main.cloneNode(true);
                           c.querySelectorAll("pre, code, mjx-container, script, style").forEach(e => e.remove());
                           return c.innerText; })(),
@@ -255,4 +260,14 @@ def test_no_page_carries_widget_state(site_url):
     assert heavy == [], (
         f"pages with stored widget state: {heavy}; execute chapters with "
         "store_widget_state=False (tools.build.execute)"
+    )
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_code_fits_the_page_without_a_horizontal_scroll(pages, name):
+    """At 1280 pixels, a line of a code cell (79 characters at most, ruff checks)
+    fits the page, and printed output wraps instead of scrolling sideways."""
+    assert pages[name]["overflowing"] == [], (
+        f"{name}: code that scrolls sideways, longest lines "
+        f"{pages[name]['overflowing']}"
     )

@@ -56,9 +56,10 @@ def light_mode(app, config):
     config.html_context = {**config.html_context, "default_mode": "light"}
 
 
-def book_css(app, config):
-    static = str(Path(__file__).parent / "static")
-    config.html_static_path = [*config.html_static_path, static]
+def copy_css(app, exception):
+    if exception is None and app.builder.format == "html":
+        static = Path(app.outdir) / "_static"
+        shutil.copy2(Path(__file__).parent / "static" / "vaecourse.css", static)
 
 
 def setup(app):
@@ -68,8 +69,8 @@ def setup(app):
         )
     app.config.mathjax_path = "mathjax/tex-chtml.js"
     app.connect("config-inited", light_mode)
-    app.connect("config-inited", book_css)
     app.add_css_file("vaecourse.css")
     app.connect("html-page-context", drop_thebe)
     app.connect("build-finished", copy_mathjax)
+    app.connect("build-finished", copy_css)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
