@@ -107,6 +107,29 @@ def test_editing_a_function_that_training_calls_changes_the_key(package_copy):
     assert not moved & {"gan-stable", "gan-fast-generator", "ae-linear"}
 
 
+def test_comments_docstrings_and_formatting_keep_every_key(package_copy):
+    before = package_copy()
+    after = package_copy(
+        (
+            "chapters/vae.py",
+            "    dtype = fast_dtype() if mixed_precision else torch.float32\n",
+            "    # the matrix products' precision\n"
+            "    dtype = (\n"
+            "        fast_dtype() if mixed_precision else torch.float32\n"
+            "    )\n",
+        )
+    )
+    assert changed(before, after) == set()
+    after = package_copy(
+        (
+            "chapters/vae.py",
+            '"""Train ``model`` on ``images`` with the book\'s recipe',
+            '"""Train ``model`` on ``images`` with this chapter\'s recipe',
+        )
+    )
+    assert changed(before, after) == set()
+
+
 def test_editing_code_no_training_runs_keeps_every_key(package_copy):
     before = package_copy()
     after = package_copy(

@@ -23,6 +23,7 @@ trusted.
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import inspect
@@ -72,9 +73,8 @@ class Recipe:
         object.__setattr__(
             self, "settings", MappingProxyType(dict(self.settings))
         )
-        describe(
-            self.__dict__
-        )  # a clear error now, not when the model is first loaded
+        # a clear error now, not when the model is first loaded
+        describe(self.__dict__)
 
     def __str__(self) -> str:
         data = (inspect.getdoc(self.data) or self.data.__name__).splitlines()[
@@ -198,10 +198,10 @@ def _names(code) -> set[str]:
 
 
 def code_sources(*roots) -> dict[str, str]:
-    """The source of every vaecourse function and class that ``roots`` reach:
-    the roots themselves, the functions and classes their code names (also
-    through a module, as ``data.load_mnist``), their defaults, and the plain
-    constants they read.
+    """The code (``code_text``) of every vaecourse function and class that
+    ``roots`` reach: the roots themselves, the functions and classes their code
+    names (also through a module, as ``data.load_mnist``), their defaults, and
+    the plain constants they read.
 
     Calls through an object (``model.encode``) are covered by the object's
     class, which a recipe names. Code outside vaecourse (torch, numpy) is
@@ -223,9 +223,8 @@ def code_sources(*roots) -> dict[str, str]:
         if isinstance(obj, staticmethod | classmethod):
             obj = obj.__func__
         if inspect.isfunction(obj):
-            obj = inspect.unwrap(
-                obj
-            )  # the function under @torch.no_grad() and the like
+            # the function under @torch.no_grad() and the like
+            obj = inspect.unwrap(obj)
         if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not _ours(
             obj
         ):
@@ -233,7 +232,7 @@ def code_sources(*roots) -> dict[str, str]:
         name = f"{obj.__module__}.{obj.__qualname__}"
         if name in sources:
             continue
-        sources[name] = inspect.getsource(obj)
+        sources[name] = code_text(inspect.getsource(obj))
         if inspect.isclass(obj):
             todo += [*obj.__bases__, *vars(obj).values()]
             continue
@@ -259,6 +258,24 @@ def code_sources(*roots) -> dict[str, str]:
             else:
                 todo.append(value)
     return sources
+
+
+def code_text(source: str) -> str:
+    """What of ``source`` the computation depends on: its syntax tree, without
+    comments, docstrings or formatting, so that rewording a docstring or
+    re-wrapping a line does not retrain a model."""
+    tree = ast.parse(textwrap.dedent(source))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.FunctionDef | ast.ClassDef | ast.Module)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def _plain(value):
@@ -367,9 +384,8 @@ def load(recipe: Recipe) -> nn.Module:
                 raise ValueError(
                     "it was written for another recipe or machine"
                 )
-            check_fits(
-                model, payload["state_dict"]
-            )  # so nothing is loaded half-way
+            # so nothing is loaded half-way
+            check_fits(model, payload["state_dict"])
             model.load_state_dict(payload["state_dict"])
             return _done(
                 model, payload["history"], payload["train_seconds"], True, path

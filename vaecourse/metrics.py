@@ -199,9 +199,10 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     which is dropped after checking it is negligible. A tiny negative result
     from rounding is returned as 0.
     """
+    # scipy is needed here only (Colab and the book have it)
     from scipy import (
         linalg,
-    )  # scipy is needed here only (Colab and the book have it)
+    )
 
     mu1, cov1 = _check_gaussian(mu1, cov1, 1)
     mu2, cov2 = _check_gaussian(mu2, cov2, 2)

@@ -211,9 +211,8 @@ def fit(
         # images seen, with ``seconds``: the training throughput the bench
         # reports
         row["images"] = seen
-        row["lr"] = optimizer.param_groups[0][
-            "lr"
-        ]  # after the epoch's last step
+        # after the epoch's last step
+        row["lr"] = optimizer.param_groups[0]["lr"]
         if val_data is not None:
             val = evaluate(model, loss_fn, val_data, batch_size=1024)
             row.update({f"val_{k}": v for k, v in val.items()})

@@ -59,7 +59,9 @@ def light_mode(app, config):
 def copy_css(app, exception):
     if exception is None and app.builder.format == "html":
         static = Path(app.outdir) / "_static"
-        shutil.copy2(Path(__file__).parent / "static" / "vaecourse.css", static)
+        shutil.copy2(
+            Path(__file__).parent / "static" / "vaecourse.css", static
+        )
 
 
 def setup(app):

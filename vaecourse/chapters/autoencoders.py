@@ -145,9 +145,8 @@ class LinearAutoencoder(nn.Module):
 
     def __init__(self, latent):
         super().__init__()
-        self.register_buffer(
-            "mean", torch.zeros(784)
-        )  # set from the data: train_linear
+        # set from the data: train_linear
+        self.register_buffer("mean", torch.zeros(784))
         self.encoder = nn.Linear(784, latent, bias=False)
         self.decoder = nn.Linear(latent, 784, bias=False)
 

@@ -97,9 +97,8 @@ class TinyVAE(nn.Module):
 
     def forward(self, x):
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(
-            mu
-        )  # reparameterized
+        # reparameterized
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         return mu, logvar, z
 
 

@@ -325,9 +325,8 @@ def reference_loss(x, output, mu, gamma):
     """Source 001's loss: BCE averaged over the batch and the pixels, plus the
     KL summed over the batch and divided by batch · 784: the negative ELBO in
     nats per pixel."""
-    bce = F.binary_cross_entropy(
-        output, x.flatten(1)
-    )  # mean over batch AND pixels
+    # mean over batch AND pixels
+    bce = F.binary_cross_entropy(output, x.flatten(1))
     kld = -0.5 * torch.sum(1 + gamma - mu.pow(2) - gamma.exp())
     return bce + kld / (len(x) * 784)
 

@@ -104,9 +104,8 @@ class VQVAE(nn.Module):
         self.codebook = nn.Embedding(num_codes, code_dim)
         self.codebook.weight.data.uniform_(-1 / num_codes, 1 / num_codes)
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(
-                code_dim, hidden, 4, stride=2, padding=1
-            ),  # 14x14
+            # 14x14
+            nn.ConvTranspose2d(code_dim, hidden, 4, stride=2, padding=1),
             nn.ReLU(),
             nn.ConvTranspose2d(hidden, 1, 4, stride=2, padding=1),  # 28x28
             nn.Sigmoid(),
@@ -163,22 +162,18 @@ def train_vqvae(
             "revive_every must be >= 0 and trace_every >= 1, got "
             f"{revive_every}, {trace_every}"
         )
-    steps = total_steps(
-        len(images), batch_size, epochs
-    )  # a short run (quick mode):
-    trace_every = min(
-        trace_every, max(1, steps // 4)
-    )  # still a few trace points
+    # a short run (quick mode):
+    steps = total_steps(len(images), batch_size, epochs)
+    # still a few trace points
+    trace_every = min(trace_every, max(1, steps // 4))
     revive_every = min(revive_every, max(1, steps // 2))  # and a revival
     k = model.num_codes
     state = {
         "step": 0,
-        "window": torch.zeros(
-            k, dtype=torch.long
-        ),  # uses since the last revival
-        "trace": torch.zeros(
-            k, dtype=torch.long
-        ),  # uses since the last trace point
+        # uses since the last revival
+        "window": torch.zeros(k, dtype=torch.long),
+        # uses since the last trace point
+        "trace": torch.zeros(k, dtype=torch.long),
         "points": [],
         "revived": 0,
     }

@@ -258,9 +258,8 @@ class SiteExplorer(HTML):
         super().__init__(html)
         self.element_id = element_id
         self.parameters = parameters
-        self.weight_bytes = (
-            4 * parameters
-        )  # float32, before base64 (x 4/3 in the page)
+        # float32, before base64 (x 4/3 in the page)
+        self.weight_bytes = 4 * parameters
         self.page_bytes = len(html.encode())
 
     def __str__(self) -> str:
