@@ -34,6 +34,10 @@ def test_a_recipe_gives_its_training_function_what_it_takes(name):
     signature.bind(recipe.model(), **data, **recipe.settings)  # raises if not
     text = str(recipe)
     assert text.startswith(f"{name}: ") and "trained by" in text
+    # the whole description of the data, however its docstring is wrapped
+    doc = " ".join(inspect.getdoc(recipe.data).split())
+    assert doc.rstrip(".") in " ".join(text.split())
+    assert max(len(line) for line in text.splitlines()) <= 79
 
 
 def _data_keys(recipe):

@@ -6,7 +6,7 @@ entry is keyed by everything that decides the trained weights:
 
 - the recipe: the model's class and arguments, the training and data functions
   and their settings, the seed, the number of threads, the recipes of the
-  models it is trained from (``needs``);
+  models it needs (``needs``);
 - the source of the code that runs: every vaecourse function and class the
   recipe reaches by name, followed through the functions it calls
   (``code_sources``), so that editing a training function retrains the models
@@ -77,22 +77,19 @@ class Recipe:
         describe(self.__dict__)
 
     def __str__(self) -> str:
-        data = (inspect.getdoc(self.data) or self.data.__name__).splitlines()[
-            0
-        ]
+        doc = inspect.getdoc(self.data) or self.data.__name__
+        data = " ".join(doc.split())  # the whole docstring, on one line
         train = describe_call(functools.partial(self.train, **self.settings))
         run = [f"seed {self.seed}"]
         if self.threads:
             run.append(f"{self.threads} thread{'s' * (self.threads > 1)}")
         if self.needs:
-            run.append(
-                f"from the trained {', '.join(n.name for n in self.needs)}"
-            )
+            run.append(f"after {', '.join(n.name for n in self.needs)}")
 
         def wrap(text, indent):
             return textwrap.wrap(
                 text,
-                84,
+                79,
                 initial_indent="  ",
                 subsequent_indent=" " * indent,
                 break_long_words=False,
@@ -240,9 +237,8 @@ def code_sources(*roots) -> dict[str, str]:
             *(obj.__defaults__ or ()),
             *(obj.__kwdefaults__ or {}).values(),
         ]
-        if (
-            defaults
-        ):  # evaluated where the function is defined: not in its source
+        # evaluated where the function is defined: not in its source
+        if defaults:
             sources[f"{name} defaults"] = repr([_plain(d) for d in defaults])
             todo += defaults
         names = _names(obj.__code__)
@@ -281,9 +277,8 @@ def code_text(source: str) -> str:
 def _plain(value):
     try:
         return describe(value)
-    except (
-        TypeError
-    ):  # a tensor or another object: its type is what the source fixes
+    # a tensor or another object: its type is what the source fixes
+    except TypeError:
         return type(value).__name__
 
 

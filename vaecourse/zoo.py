@@ -134,19 +134,21 @@ def circle_points():
 
 
 def vq_codes(vq):
-    """the code indices of the 50,000 training images of the fixed split"""
+    """the code indices that vqvae-revive gives the 50,000 training images of
+    the fixed split"""
     (fit_x, _), _ = _fit_split()
     return {"indices": vqvae.encode_indices(vq, fit_x)}
 
 
 def vae_codes(main_vae):
-    """the VAE's posterior means of all 60,000 training images, binarized once
-    (seed 0)"""
+    """vae-main's posterior means of all 60,000 training images, binarized
+    once (seed 0)"""
     return {"codes": diffusion.vae_codes(main_vae, load_mnist("train")[0])}
 
 
 def train_images_for_the_same_time(main_vae):
-    """all 60,000 training images, for as long as the main VAE trained"""
+    """all 60,000 training images, for vae-main's recorded training time (its
+    weights are not used)"""
     return {
         "images": load_mnist("train")[0],
         "seconds": main_vae.record.train_seconds,
