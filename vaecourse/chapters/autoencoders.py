@@ -99,8 +99,8 @@ class ConvAutoencoder(nn.Module):
 
 
 class TiedAutoencoder(nn.Module):
-    """The vanilla autoencoder with W' = Wᵀ: one weight matrix, used both
-    ways."""
+    """The vanilla autoencoder with tied weights, W' = Wᵀ: one matrix, used
+    both ways."""
 
     def __init__(self, latent=32):
         super().__init__()
