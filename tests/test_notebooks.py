@@ -187,7 +187,8 @@ COPY_MARK = re.compile(r"^# Also in (vaecourse[\w.]*)$")
 def helper_copies(nb):
     """(module, name, the chapter's copy) for every definition or constant that
     a chapter marks with the line ``# Also in vaecourse.<module>`` right above
-    it: the source of a function or class, the value of a constant."""
+    it: the source of a function or class, the value of a constant. A mark
+    above a block of constants (one per line, no blank line) covers them all."""
     found = []
     for cell in code_cells(nb):
         lines = cell.source.splitlines()
@@ -200,12 +201,17 @@ def helper_copies(nb):
             continue
         code = re.sub(r"^(\s*)%.*$", r"\1pass", cell.source, flags=re.M)
         tree = ast.parse(code)
+        block = None  # the module of a block of marked constants still open
         for node in tree.body:
             first = min(
                 [node.lineno]
                 + [d.lineno for d in getattr(node, "decorator_list", [])]
             )
             module = marks.pop(first, None)
+            # the next line of a marked block of constants
+            if module is None and block and node.lineno == block[1] + 1:
+                module = block[0]
+            block = None
             if module is None:
                 continue
             if isinstance(node, ast.FunctionDef | ast.ClassDef):
@@ -216,6 +222,7 @@ def helper_copies(nb):
                 found.append(
                     (module, node.targets[0].id, ast.literal_eval(node.value))
                 )
+                block = (module, node.end_lineno)
         assert not marks, (
             f"a '# Also in' mark stands above no definition or constant: {marks}"
         )

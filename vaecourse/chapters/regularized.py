@@ -145,8 +145,8 @@ def contractive_loss(model, batch, weight=CAE_WEIGHT):
 
 
 def toy_loss(model, batch, sigma=TOY_SIGMA):
-    """Denoising in the plane: squared distance from r(x + sigma · eps) to
-    x."""
+    """Denoising in the plane: the squared distance from r(x + sigma · eps)
+    to the clean x."""
     (x,) = batch
     rec = ((model(x + sigma * torch.randn_like(x)) - x) ** 2).sum(dim=1).mean()
     return {"loss": rec}
