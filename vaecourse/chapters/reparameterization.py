@@ -25,8 +25,8 @@ from vaecourse.prob import log_bernoulli
 
 
 def draw(mu: torch.Tensor, sigma: torch.Tensor, n: int, generator=None):
-    """Check a diagonal Gaussian and draw n samples: (ε, z = μ + σ ε), each (n,
-    D)."""
+    """Check a diagonal Gaussian and draw n samples: (ε, z = μ + σ ε),
+    each of shape (n, D)."""
     if mu.dim() != 1 or sigma.shape != mu.shape:
         raise ValueError(
             "mu and sigma must be vectors of the same shape (D,), got "
