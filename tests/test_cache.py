@@ -205,6 +205,31 @@ def test_needs_are_loaded_first_and_given_to_the_data_function():
     assert len(STARTS) == 2 and again.record.from_cache
 
 
+def squares(m, batch):
+    return {"loss": m(batch[0]).pow(2).mean()}
+
+
+def printing_training(model):
+    """A real fit that prints a line per epoch when progress is "lines"."""
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    return fit(model, squares, (x,), epochs=2, batch_size=8)
+
+
+def test_training_prints_nothing_in_the_built_book(
+    isolated, monkeypatch, capsys
+):
+    """The build prints progress as lines; a model trained by cache.load must
+    not put them on the page, where a cached model would print nothing."""
+    monkeypatch.setenv("VAECOURSE_PROGRESS", "lines")
+    printing_training(small_net())
+    assert "epoch 2/2" in capsys.readouterr().out  # fit itself prints
+    trained = cache.load(recipe(printing_training))
+    assert trained.record.from_cache is False
+    assert capsys.readouterr().out == ""
+    print("after")  # and printing works again afterwards
+    assert capsys.readouterr().out == "after\n"
+
+
 def test_training_runs_with_the_recipes_number_of_threads():
     before = torch.get_num_threads()
     cache.load(recipe(threads=1))

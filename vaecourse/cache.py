@@ -34,7 +34,7 @@ import textwrap
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -391,8 +391,14 @@ def load(recipe: Recipe) -> nn.Module:
                 stacklevel=2,
             )
             path.unlink(missing_ok=True)
+    # In the built book (progress as plain lines) training prints nothing, so
+    # a page shows the same whether its models were cached or trained for it.
+    quiet = os.environ.get("VAECOURSE_PROGRESS") == "lines"
     start = time.perf_counter()
-    with threads(recipe.threads) if recipe.threads else nullcontext():
+    with (
+        threads(recipe.threads) if recipe.threads else nullcontext(),
+        redirect_stdout(io.StringIO()) if quiet else nullcontext(),
+    ):
         history = recipe.train(
             model, **recipe.data(*needed), **recipe.settings
         )
