@@ -444,6 +444,9 @@ for latent_dim in (8, 2):
 VQ_SETTINGS = dict(
     epochs=1, batch_size=128, lr=3e-3, beta=0.25, trace_every=25
 )
+# The VQ-VAEs train on one thread: on two, two runs of the same recipe gave
+# different weights (the order in which threads add up gradients varies), and
+# the chapter's counts of dead codes moved between builds.
 VQVAE_REVIVE = _add(
     Recipe(
         "vqvae-revive",
@@ -451,6 +454,7 @@ VQVAE_REVIVE = _add(
         vqvae.train_vqvae,
         fit_images_plain,
         dict(VQ_SETTINGS, revive_every=100, desc="VQ-VAE, with revival"),
+        threads=1,
     )
 )
 _add(
@@ -460,6 +464,7 @@ _add(
         vqvae.train_vqvae,
         fit_images_plain,
         dict(VQ_SETTINGS, revive_every=0, desc="VQ-VAE, without revival"),
+        threads=1,
     )
 )
 for codes in (8, 32, 512):  # the codebook-size sweep, with revival
@@ -470,6 +475,7 @@ for codes in (8, 32, 512):  # the codebook-size sweep, with revival
             vqvae.train_vqvae,
             fit_images_plain,
             dict(VQ_SETTINGS, revive_every=100, desc=f"VQ-VAE, K = {codes}"),
+            threads=1,
         )
     )
 _add(
