@@ -441,3 +441,29 @@ def test_batches_need_a_tensor():
     """Calling batches() without tensors raises ValueError."""
     with pytest.raises(ValueError, match="at least one tensor"):
         list(data.batches(batch_size=4))
+
+
+def test_test_subset_is_random_and_reproducible():
+    from vaecourse.data import test_subset
+
+    images, labels = test_subset(2000, seed=0)
+    again, _ = test_subset(2000, seed=0)
+    assert torch.equal(images, again) and images.shape == (2000, 1, 28, 28)
+    all_images, all_labels = data.load_mnist("test")
+    # not the file's prefix, and drawn from both halves of the file
+    assert not torch.equal(images, all_images[:2000])
+    flat = all_images.flatten(1)
+    index = {bytes(row.numpy().tobytes()): i for i, row in enumerate(flat)}
+    positions = [index[bytes(r.numpy().tobytes())] for r in images.flatten(1)]
+    second_half = sum(p >= 5000 for p in positions) / len(positions)
+    assert 0.45 < second_half < 0.55
+    assert torch.equal(labels, all_labels[positions])
+    whole, _ = test_subset()
+    assert len(whole) == 10_000
+
+
+def test_test_subset_refuses_a_bad_size():
+    from vaecourse.data import test_subset
+
+    with pytest.raises(ValueError, match="between 1 and 10000"):
+        test_subset(20_000)

@@ -58,6 +58,7 @@ RANK = {
     "vaecourse.data": 0,
     "vaecourse.prob": 0,
     "vaecourse.plot": 0,
+    "vaecourse.uncertainty": 0,
     "vaecourse.train": 1,
     "vaecourse.cache": 2,
     "vaecourse.metrics": 2,
