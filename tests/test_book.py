@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from vaecourse import cache
+from vaecourse import book, cache
 from vaecourse.book import ChapterClock, table
 from vaecourse.cache import Recipe, TrainingRecord
 
@@ -107,3 +108,17 @@ def test_cold_seconds_count_each_model_once(used, first_from_cache):
     used.append(record(100.0, True, "a"))  # ... and later again (or as a need)
     expected = 5.0 + (100.0 if first_from_cache else 0.0)
     assert clock.cold_seconds() == expected
+
+
+@pytest.mark.parametrize(
+    "value", [np.float64(3.62), np.int64(42), torch.tensor(0.5)]
+)
+def test_glue_hands_the_page_plain_numbers(monkeypatch, value):
+    myst_nb = pytest.importorskip("myst_nb")
+    seen = {}
+    monkeypatch.setattr(
+        myst_nb, "glue", lambda name, v, display: seen.update({name: v})
+    )
+    book.glue("x", value)
+    assert type(seen["x"]) in (float, int)
+    assert f"{seen['x']:.1f}" == f"{float(value):.1f}"

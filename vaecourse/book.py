@@ -19,6 +19,10 @@ def glue(name: str, value, display: bool = False) -> None:
         from myst_nb import glue as myst_glue
     except ImportError:
         return
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        # a NumPy or torch scalar: its repr ("np.float64(3.6)") is not a number
+        # that the page's format spec ({glue:text}`name:.1f`) can read
+        value = value.item()
     myst_glue(name, value, display=display)
 
 
