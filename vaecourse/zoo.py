@@ -11,6 +11,7 @@ model, and the next load trains a new one.
 
 from __future__ import annotations
 
+import itertools
 import math
 from functools import partial
 
@@ -264,6 +265,30 @@ for name, loss in [
             dict(loss_fn=loss, epochs=4, batch_size=128, lr=3e-3, desc=name),
         )
     )
+# The chapter's side-by-side table repeats its six models with two more
+# seeds (initial weights, batch order and noise), "regularized-<name>-seed1"
+# and "-seed2": one training costs about 10 s, so its comparisons rest on
+# three runs, not one.
+for seed in (1, 2):
+    for name in [
+        "plain",
+        "sparse-l1",
+        "sparse-kl",
+        "denoising-gaussian",
+        f"denoising-masking-{regularized.MASK_LEVELS[1]}",
+        "contractive",
+    ]:
+        base = RECIPES[f"regularized-{name}"]
+        _add(
+            Recipe(
+                f"{base.name}-seed{seed}",
+                base.model,
+                base.train,
+                base.data,
+                base.settings,
+                seed=seed,
+            )
+        )
 _add(
     Recipe(
         "regularized-toy-dae",
@@ -284,24 +309,34 @@ _add(
 # --- The reparameterization trick
 # ----------------------------------------------------
 
+# Three seeds of each (the seed sets the initial weights and the batch
+# order): the chapter compares the objectives across seeds. Seed 0 keeps the
+# name (and the key) it had before there were seeds.
 for objective in ("reconstruction only", "KL only", "both"):
-    _add(
-        Recipe(
-            "rep-tiny-vae-" + objective.lower().replace(" ", "-"),
-            reparameterization.TinyVAE,
-            fit,
-            fit_binary_vectors,
-            dict(
-                loss_fn=partial(
-                    reparameterization.objective_loss, objective=objective
+    for seed in (0, 1, 2):
+        _add(
+            Recipe(
+                "rep-tiny-vae-"
+                + objective.lower().replace(" ", "-")
+                + (f"-seed{seed}" if seed else ""),
+                reparameterization.TinyVAE,
+                fit,
+                fit_binary_vectors,
+                dict(
+                    loss_fn=partial(
+                        reparameterization.objective_loss, objective=objective
+                    ),
+                    epochs=3,
+                    batch_size=128,
+                    lr=1e-3,
+                    desc=objective,
+                    **({"seed": seed} if seed else {}),
                 ),
-                epochs=3,
-                batch_size=128,
-                lr=1e-3,
-                desc=objective,
-            ),
+                seed=seed,
+                # one thread: trained while the build machine was shared
+                threads=1 if seed else None,
+            )
         )
-    )
 
 # --- The variational autoencoder
 # -----------------------------------------------------
@@ -347,14 +382,18 @@ _add(
         ),
     )
 )
-for name, samples, epochs in [
-    ("vae-small-L1", 1, 1),
-    ("vae-small-L4", 4, 1),
-    ("vae-small-L1-2x", 1, 2),
-]:
+# the L experiment: three training seeds of each (seed 0 keeps its old name)
+for (name, samples, epochs), seed in itertools.product(
+    [
+        ("vae-small-L1", 1, 1),
+        ("vae-small-L4", 4, 1),
+        ("vae-small-L1-2x", 1, 2),
+    ],
+    (0, 1, 2),
+):
     _add(
         Recipe(
-            name,
+            name + (f"-seed{seed}" if seed else ""),
             partial(vae.VAE, 16, (256,), nn.SiLU),
             vae.train_vae,
             train_images,
@@ -362,7 +401,9 @@ for name, samples, epochs in [
                 epochs=epochs,
                 terms=partial(vae.negative_elbo, samples=samples),
                 desc=f"L = {samples}",
-            ),
+            )
+            | (dict(seed=seed) if seed else {}),
+            seed=seed,
         )
     )
 _add(
@@ -478,6 +519,33 @@ for codes in (8, 32, 512):  # the codebook-size sweep, with revival
             threads=1,
         )
     )
+# Two more training seeds of each of these five, for the comparisons that
+# training randomness decides (revival or not; one codebook size or another):
+# the chapter compares across seeds 0, 1 and 2.
+for seed in (1, 2):
+    for variant, codes, revive_every in (
+        ("revive", 128, 100),
+        ("plain", 128, 0),
+        ("K8", 8, 100),
+        ("K32", 32, 100),
+        ("K512", 512, 100),
+    ):
+        _add(
+            Recipe(
+                f"vqvae-{variant}-seed{seed}",
+                partial(vqvae.VQVAE, codes, 16, 16),
+                vqvae.train_vqvae,
+                fit_images_plain,
+                dict(
+                    VQ_SETTINGS,
+                    revive_every=revive_every,
+                    seed=seed,
+                    desc=f"VQ-VAE {variant}, seed {seed}",
+                ),
+                threads=1,
+                seed=seed,
+            )
+        )
 _add(
     Recipe(
         "vqvae-prior",
@@ -511,6 +579,21 @@ _add(
         dict(steps=1500, lr_g=2e-3),
     )
 )
+# both GANs again with seeds 1 and 2 ("gan-stable-seed1", ...): one training
+# costs about 12 s, so the GAN chapter compares the settings over three runs
+for seed in (1, 2):
+    for name in ("gan-stable", "gan-fast-generator"):
+        base = RECIPES[name]
+        _add(
+            Recipe(
+                f"{name}-seed{seed}",
+                base.model,
+                base.train,
+                base.data,
+                dict(base.settings, seed=seed),
+                seed=seed,
+            )
+        )
 for schedule in ("cosine", "linear"):
     _add(
         Recipe(
