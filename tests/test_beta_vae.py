@@ -53,6 +53,11 @@ def test_rate_and_distortion_match_independent_formulas():
         )
     expected = float(torch.cat(bce).sum(1).mean().detach())
     assert result["distortion"] == pytest.approx(expected, rel=1e-5)
+    # the per-image values, for paired comparisons
+    torch.testing.assert_close(
+        result["distortion_per_image"], torch.cat(bce).sum(1).detach()
+    )
+    torch.testing.assert_close(result["rate_per_image"], kl.sum(1).detach())
 
 
 def test_rate_distortion_is_seeded_and_leaves_the_caller_alone():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ from torch import distributions as D
 from vaecourse.chapters.kl import gaussian_kl_standard
 from vaecourse.chapters.reparameterization import (
     TinyVAE,
+    exact_variances,
     objective_loss,
     pathwise_gradient,
     score_function_gradient,
@@ -248,3 +250,61 @@ def test_reconstruction_only_gives_the_encoder_no_kl_gradient():
     torch.testing.assert_close(encoder, reconstruction)
     kl, _ = encoder_and_decoder_gradients(model, terms["kl"])
     assert kl.abs().max() > 1e-3  # so leaving it out is visible
+
+
+@pytest.mark.parametrize("baseline", [0.0, 3.0])
+def test_exact_variances_match_gauss_hermite_quadrature(baseline):
+    # two dimensions, 80 x 80 Gauss-Hermite nodes: the variance of each
+    # single-sample estimate, computed from its own formula at the nodes
+    mu = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    sigma = torch.tensor([0.9, 0.4], dtype=torch.float64)
+    nodes, weights = map(
+        torch.from_numpy, np.polynomial.hermite_e.hermegauss(80)
+    )
+    weights = weights / weights.sum()
+    e1, e2 = torch.meshgrid(nodes, nodes, indexing="ij")
+    eps = torch.stack([e1.ravel(), e2.ravel()], 1)
+    w = (weights[:, None] * weights[None, :]).ravel()
+    z = mu + sigma * eps
+    f = torch.exp(z).sum(-1, keepdim=True) - baseline
+    score = torch.cat([f * eps / sigma, f * (eps**2 - 1) / sigma], 1)
+    path = torch.cat([torch.exp(z), torch.exp(z) * eps], 1)
+
+    def variance(g):
+        mean = (w[:, None] * g).sum(0)
+        return (w[:, None] * (g - mean) ** 2).sum(0)
+
+    exact = exact_variances(mu, sigma, baseline)
+    assert torch.allclose(exact["score function"], variance(score), rtol=1e-8)
+    assert torch.allclose(exact["pathwise"], variance(path), rtol=1e-8)
+
+
+def test_exact_variances_agree_with_the_sampled_variances():
+    # small σ: light tails, so the sample variance is accurate to a few %
+    mu = torch.tensor([0.2, -0.4, 0.1], dtype=torch.float64)
+    sigma = torch.tensor([0.3, 0.2, 0.25], dtype=torch.float64)
+    exact = exact_variances(mu, sigma)
+    generator = torch.Generator().manual_seed(0)
+    for name, estimator in [
+        ("score function", score_function_gradient),
+        ("pathwise", pathwise_gradient),
+    ]:
+        g_mu, g_sigma = estimator(exponential, mu, sigma, 200_000, generator)
+        sampled = torch.cat([g_mu, g_sigma], 1).var(0)
+        assert torch.allclose(sampled, exact[name], rtol=0.05), name
+
+
+def test_score_function_variance_grows_quadratically_with_the_dimension():
+    # the reviewer's closed form for q = N(0, I_D), f = Σ e^{z_j}:
+    # [e²(D + 4) + e((D - 1)(D - 2) + 4(D - 1) - 1)] / (e(e - 1))
+    e = math.e
+    for dim in [1, 4, 64]:
+        v = exact_variances(
+            torch.zeros(dim, dtype=torch.float64),
+            torch.ones(dim, dtype=torch.float64),
+        )
+        ratio = v["score function"][0] / v["pathwise"][0]
+        formula = (
+            e**2 * (dim + 4) + e * ((dim - 1) * (dim - 2) + 4 * (dim - 1) - 1)
+        ) / (e * (e - 1))
+        assert math.isclose(ratio, formula, rel_tol=1e-10)

@@ -55,28 +55,33 @@ def rate_distortion(model, images, seed=0, batch_size=1000):
     binarized once with ``binarize_static(images, seed)``; the distortion is a
     one-sample Monte Carlo estimate with a fixed seed. Returns a dict with
     ``distortion``, ``rate`` and ``kl_per_dim``, the rate of each latent
-    dimension (a tensor that sums to ``rate``).
+    dimension (a tensor that sums to ``rate``), and the per-image values
+    ``distortion_per_image`` and ``rate_per_image`` (for standard errors and
+    paired comparisons between models on the same images).
     """
     if len(images) == 0:
         raise ValueError("rate_distortion needs at least one image")
     x = binarize_static(images, seed=seed).flatten(1)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    distortion, kl = 0.0, 0.0
+    distortions, kls = [], []
     try:
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size]
             d, _ = negative_elbo(model, xb)
             mu, logvar = model.encode(xb)
-            distortion += float(d.sum())
-            kl = kl + gaussian_kl_standard(mu, logvar).sum(0)
+            distortions.append(d)
+            kls.append(gaussian_kl_standard(mu, logvar))
     finally:
         torch.random.set_rng_state(state)
-    kl_per_dim = kl / len(x)
+    distortion, kl = torch.cat(distortions), torch.cat(kls)
+    kl_per_dim = kl.mean(0)
     return {
-        "distortion": distortion / len(x),
+        "distortion": float(distortion.mean()),
         "rate": float(kl_per_dim.sum()),
         "kl_per_dim": kl_per_dim,
+        "distortion_per_image": distortion,
+        "rate_per_image": kl.sum(1),
     }
 
 
