@@ -111,6 +111,38 @@ def test_every_figure_has_alt_text(path):
             )
 
 
+# control characters; a tab counts too, except in code
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+PAGES = [*CHAPTERS, *sorted(build.ROOT.glob("book/*.md"))]
+
+
+@pytest.mark.parametrize("path", PAGES, ids=[p.name for p in PAGES])
+def test_sources_hold_no_control_characters(path):
+    """A lost backslash turns LaTeX's \\frac into a form feed and \\theta into a
+    tab: MathJax then shows "Math input error" on the page, and no build step
+    fails."""
+    if path.suffix == ".md":
+        texts = [path.read_text(encoding="utf-8")]
+    else:
+        cells = build.read(path).cells
+        texts = [
+            c.source.replace("\t", "") if c.cell_type == "code" else c.source
+            for c in cells
+        ] + [str(c.metadata) for c in cells]
+    for text in texts:
+        found = CONTROL.search(text)
+        assert found is None, (
+            f"{path.name}: control character {found.group()!r} in "
+            f"{text[max(0, found.start() - 40) : found.end() + 20]!r}"
+        )
+
+
+def test_control_character_check_catches_a_lost_backslash():
+    assert CONTROL.search("$\\frac12$") is None
+    assert CONTROL.search("$\frac12$") is not None  # a form feed
+    assert CONTROL.search("$\theta$") is not None  # a tab
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=ids)
 def test_prose_numbers_are_glued(path):
     """Every {glue} reference in the text has a value glued by the executed
