@@ -147,3 +147,16 @@ def test_the_models_a_chapter_loads_are_logged(
         for name in ("vqvae-revive", "vqvae-prior")
     }
     assert cache.USED[-1].path.name.startswith("vqvae-prior-")
+
+
+def test_pretraining_takes_the_missing_one_thread_models_with_their_needs(
+    isolated,
+):
+    names = {"vae-main", "vae-official-recipe", "gan-stable", "vqvae-plain"}
+    # vae-main trains inside the official recipe's job (its data needs
+    # vae-main's training time); the GAN trains on every core, in its chapter
+    assert build.pretrain_jobs(names) == ["vae-official-recipe", "vqvae-plain"]
+    cache.entry_path(zoo.RECIPES["vqvae-plain"]).parent.mkdir(parents=True)
+    cache.entry_path(zoo.RECIPES["vqvae-plain"]).write_bytes(b"cached")
+    assert build.pretrain_jobs(names) == ["vae-official-recipe"]
+    assert build.pretrain_jobs({"vae-main"}) == ["vae-main"]

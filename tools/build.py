@@ -5,7 +5,9 @@ current code: its own code cells, the package modules it imports (followed throu
 imports), and the recipes of the trained models it loads (``vaecourse.zoo``: each
 recipe's digest covers its settings and the source of the code that trains it). The
 executor stores the digests in the notebook's metadata; ``check`` recomputes them. So a
-fix to the explorer re-executes only the chapters that show an explorer.
+fix to the explorer re-executes only the chapters that show an explorer. Before the
+chapters run, the missing models that train on one thread are trained two at a time
+(``pretrain``), which takes minutes off a cold build on two cores.
 
     python -m tools.build execute [NOTEBOOK ...]   # run stale chapters (or those named)
     python -m tools.build check                    # exit 1 if any chapter is stale
@@ -232,6 +234,78 @@ def execute(path: Path) -> float:
     return seconds
 
 
+def pretrain_jobs(names) -> list[str]:
+    """Of the zoo models ``names``, the one-thread ones (with all they are trained from)
+    that are not in the checkpoint cache, as jobs: each job names the model a worker
+    loads, which trains the models it needs first. Longest chains first."""
+    from vaecourse import cache, zoo
+
+    def chain(recipe):
+        return [n for need in recipe.needs for n in chain(need)] + [recipe]
+
+    todo = {}
+    for name in sorted(names):
+        recipe = zoo.RECIPES.get(name)
+        if recipe is None:
+            continue
+        models = chain(recipe)
+        if all(r.threads == 1 for r in models) and not all(
+            cache.entry_path(r).exists() for r in models
+        ):
+            todo[name] = models
+    needed = {r.name for models in todo.values() for r in models[:-1]}
+    jobs = [n for n in todo if n not in needed]
+    return sorted(jobs, key=lambda n: -len(todo[n]))
+
+
+def _train(name: str) -> None:
+    from vaecourse import zoo
+
+    zoo.load(name)
+
+
+def pretrain(paths, workers: int = 2) -> float:
+    """Train the missing one-thread models that the chapters ``paths`` load (as their
+    last execution recorded), ``workers`` at a time, before the chapters run.
+
+    On two cores a one-thread training leaves a core idle. Each model still trains on
+    one thread, in its own process, as its recipe says, so the weights are the ones its
+    chapter would have trained; the chapters then load them from the cache. Models that
+    train on every core are left to their chapters. Returns the seconds it took."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    names = {
+        n
+        for p in paths
+        for n in read(p).metadata.get("vaecourse", {}).get("models", {})
+    }
+    jobs = pretrain_jobs(names)
+    if len(jobs) < 2 or workers < 2:
+        return 0.0  # nothing to train side by side: the chapters train them
+    print(
+        f"training {len(jobs)} one-thread models, {workers} at a time ...",
+        flush=True,
+    )
+    os.environ.pop("VAECOURSE_QUICK", None)
+    os.environ["VAECOURSE_PROGRESS"] = "lines"
+    start = time.perf_counter()
+    try:
+        with ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn")
+        ) as pool:
+            list(pool.map(_train, jobs))
+    except (
+        Exception
+    ) as e:  # the chapter that loads the model will say what failed
+        print(
+            f"  pre-training stopped ({e!r}); the chapters train what is left"
+        )
+    seconds = time.perf_counter() - start
+    print(f"  done in {seconds:.1f} s", flush=True)
+    return seconds
+
+
 def glued(nb, name: str) -> str | None:
     """The text of a value a notebook glued under ``name``."""
     for cell in nb.cells:
@@ -334,6 +408,8 @@ def main(argv=None) -> int:
     ]
     if not todo:
         print("Every chapter's outputs are fresh: nothing to execute.")
+    elif (os.cpu_count() or 1) >= 2:
+        pretrain(todo)
     for path in todo:
         print(
             f"executing {path.relative_to(ROOT)} (full mode) ...", flush=True
