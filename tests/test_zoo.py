@@ -68,3 +68,25 @@ def test_a_recipe_cannot_be_changed_after_it_is_made():
     with pytest.raises(TypeError):
         recipe.settings["epochs"] = 1
     assert isinstance(recipe, cache.Recipe)
+
+
+def test_a_seed_recipe_is_its_seed_0_recipe_with_another_seed():
+    """Chapters compare models across training seeds: "<name>-seed<N>" must be
+    "<name>" with seed N (initial weights; the batch order too where the
+    training function takes a seed), and nothing else that decides weights.
+    The progress label and the number of threads (which only reorders sums)
+    may differ."""
+    seeded = [n for n in zoo.RECIPES if "-seed" in n]
+    assert len(seeded) >= 70
+    for name in seeded:
+        base_name, seed = name.rsplit("-seed", 1)
+        recipe, base = zoo.RECIPES[name], zoo.RECIPES[base_name]
+        assert recipe.seed == int(seed) > 0 and base.seed == 0, name
+        for part in ("model", "train", "data", "needs"):
+            assert cache.describe(getattr(recipe, part)) == cache.describe(
+                getattr(base, part)
+            ), (name, part)
+        settings, base_settings = dict(recipe.settings), dict(base.settings)
+        assert settings.pop("seed", int(seed)) == int(seed), name
+        settings.pop("desc", None), base_settings.pop("desc", None)
+        assert cache.describe(settings) == cache.describe(base_settings), name

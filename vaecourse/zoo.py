@@ -220,6 +220,35 @@ for name, model, loss, epochs in [
             ),
         )
     )
+# Two more training seeds ("ae-bce-seed1", "-seed2", ...) of the models the
+# chapter compares with each other (losses, architectures, code sizes): one
+# training costs a few seconds, so its comparisons rest on three runs. On one
+# thread, so that `make book` trains two at a time.
+for seed in (1, 2):
+    for name in [
+        "ae-bce",
+        "ae-mse",
+        "ae-vanilla",
+        "ae-narrow",
+        "ae-deep",
+        "ae-convolutional",
+        "ae-tied",
+        "ae-k2",
+        "ae-k8",
+        "ae-k64",
+    ]:
+        base = RECIPES[name]
+        _add(
+            Recipe(
+                f"{name}-seed{seed}",
+                base.model,
+                base.train,
+                base.data,
+                dict(base.settings, seed=seed),
+                threads=1,
+                seed=seed,
+            )
+        )
 _add(
     Recipe(
         "ae-linear",
@@ -266,9 +295,9 @@ for name, loss in [
         )
     )
 # The chapter's side-by-side table repeats its six models with two more
-# seeds (initial weights, batch order and noise), "regularized-<name>-seed1"
-# and "-seed2": one training costs about 10 s, so its comparisons rest on
-# three runs, not one.
+# seeds of their initial weights (the batch order and the training noise
+# stay those of fit's seed 0), "regularized-<name>-seed1" and "-seed2": one
+# training costs about 10 s, so its comparisons rest on three runs, not one.
 for seed in (1, 2):
     for name in [
         "plain",
@@ -468,6 +497,23 @@ for beta in beta_vae.BETAS:
             dict(beta=beta, epochs=3),
         )
     )
+# Two more training seeds of each ("beta-vae-<β>-seed1", "-seed2"): one
+# training costs about 5 s, so the chapter compares the values of β across
+# three runs. On one thread, so that `make book` trains two at a time.
+for seed in (1, 2):
+    for beta in beta_vae.BETAS:
+        base = RECIPES[f"beta-vae-{beta:g}"]
+        _add(
+            Recipe(
+                f"{base.name}-seed{seed}",
+                base.model,
+                base.train,
+                base.data,
+                dict(base.settings, seed=seed),
+                threads=1,
+                seed=seed,
+            )
+        )
 for latent_dim in (8, 2):
     _add(
         Recipe(
