@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from functools import partial
 
 import torch
@@ -58,6 +59,28 @@ def load(name: str) -> nn.Module:
 def _add(recipe: Recipe) -> Recipe:
     RECIPES[recipe.name] = recipe
     return recipe
+
+
+def _add_seeds(names, threads=None, fit_seed=True) -> None:
+    """Training seeds 1 and 2 of each named model ("<name>-seed1", "-seed2"),
+    for the comparisons that training randomness decides: the same recipe with
+    other initial weights and, with ``fit_seed``, another batch order and
+    training noise (the training function's ``seed``)."""
+    for seed in (1, 2):
+        for name in names:
+            base = RECIPES[name]
+            settings = base.settings
+            if fit_seed:
+                settings = dict(settings, seed=seed)
+            _add(
+                replace(
+                    base,
+                    name=f"{name}-seed{seed}",
+                    settings=settings,
+                    threads=threads or base.threads,
+                    seed=seed,
+                )
+            )
 
 
 # --- The data the models train on
@@ -224,8 +247,8 @@ for name, model, loss, epochs in [
 # chapter compares with each other (losses, architectures, code sizes): one
 # training costs a few seconds, so its comparisons rest on three runs. On one
 # thread, so that `make book` trains two at a time.
-for seed in (1, 2):
-    for name in [
+_add_seeds(
+    [
         "ae-bce",
         "ae-mse",
         "ae-vanilla",
@@ -236,19 +259,9 @@ for seed in (1, 2):
         "ae-k2",
         "ae-k8",
         "ae-k64",
-    ]:
-        base = RECIPES[name]
-        _add(
-            Recipe(
-                f"{name}-seed{seed}",
-                base.model,
-                base.train,
-                base.data,
-                dict(base.settings, seed=seed),
-                threads=1,
-                seed=seed,
-            )
-        )
+    ],
+    threads=1,
+)
 _add(
     Recipe(
         "ae-linear",
@@ -298,26 +311,20 @@ for name, loss in [
 # seeds of their initial weights (the batch order and the training noise
 # stay those of fit's seed 0), "regularized-<name>-seed1" and "-seed2": one
 # training costs about 10 s, so its comparisons rest on three runs, not one.
-for seed in (1, 2):
-    for name in [
-        "plain",
-        "sparse-l1",
-        "sparse-kl",
-        "denoising-gaussian",
-        f"denoising-masking-{regularized.MASK_LEVELS[1]}",
-        "contractive",
-    ]:
-        base = RECIPES[f"regularized-{name}"]
-        _add(
-            Recipe(
-                f"{base.name}-seed{seed}",
-                base.model,
-                base.train,
-                base.data,
-                base.settings,
-                seed=seed,
-            )
-        )
+_add_seeds(
+    [
+        f"regularized-{name}"
+        for name in [
+            "plain",
+            "sparse-l1",
+            "sparse-kl",
+            "denoising-gaussian",
+            f"denoising-masking-{regularized.MASK_LEVELS[1]}",
+            "contractive",
+        ]
+    ],
+    fit_seed=False,
+)
 _add(
     Recipe(
         "regularized-toy-dae",
@@ -500,20 +507,7 @@ for beta in beta_vae.BETAS:
 # Two more training seeds of each ("beta-vae-<β>-seed1", "-seed2"): one
 # training costs about 5 s, so the chapter compares the values of β across
 # three runs. On one thread, so that `make book` trains two at a time.
-for seed in (1, 2):
-    for beta in beta_vae.BETAS:
-        base = RECIPES[f"beta-vae-{beta:g}"]
-        _add(
-            Recipe(
-                f"{base.name}-seed{seed}",
-                base.model,
-                base.train,
-                base.data,
-                dict(base.settings, seed=seed),
-                threads=1,
-                seed=seed,
-            )
-        )
+_add_seeds([f"beta-vae-{beta:g}" for beta in beta_vae.BETAS], threads=1)
 for latent_dim in (8, 2):
     _add(
         Recipe(
@@ -627,19 +621,7 @@ _add(
 )
 # both GANs again with seeds 1 and 2 ("gan-stable-seed1", ...): one training
 # costs about 12 s, so the GAN chapter compares the settings over three runs
-for seed in (1, 2):
-    for name in ("gan-stable", "gan-fast-generator"):
-        base = RECIPES[name]
-        _add(
-            Recipe(
-                f"{name}-seed{seed}",
-                base.model,
-                base.train,
-                base.data,
-                dict(base.settings, seed=seed),
-                seed=seed,
-            )
-        )
+_add_seeds(["gan-stable", "gan-fast-generator"])
 for schedule in ("cosine", "linear"):
     _add(
         Recipe(
