@@ -90,3 +90,6 @@ def test_a_seed_recipe_is_its_seed_0_recipe_with_another_seed():
         assert settings.pop("seed", int(seed)) == int(seed), name
         settings.pop("desc", None), base_settings.pop("desc", None)
         assert cache.describe(settings) == cache.describe(base_settings), name
+        assert recipe.digest() != base.digest(), name
+    # the regularized chapter's table: six models, seeds 1 and 2
+    assert sum(n.startswith("regularized-") for n in seeded) == 12

@@ -195,10 +195,7 @@ def execute(path: Path) -> float:
     from nbclient import NotebookClient
 
     nb = read(path)
-    os.environ.pop("VAECOURSE_QUICK", None)
-    os.environ["VAECOURSE_PROGRESS"] = (
-        "lines"  # plain lines in the page, no widget bars
-    )
+    full_mode()
     # the kernel writes a line per trained model it loads (vaecourse.cache)
     log = Path(
         tempfile.mkstemp(prefix="vaecourse-models-", suffix=".jsonl")[1]
@@ -264,14 +261,21 @@ def _train(name: str) -> None:
     zoo.load(name)
 
 
-def pretrain(paths, workers: int = 2) -> float:
+def full_mode() -> None:
+    """Set this process (and the kernels and workers it starts) to full mode, with
+    progress as plain lines: the book's numbers, and pages without widget bars."""
+    os.environ.pop("VAECOURSE_QUICK", None)
+    os.environ["VAECOURSE_PROGRESS"] = "lines"
+
+
+def pretrain(paths) -> None:
     """Train the missing one-thread models that the chapters ``paths`` load (as their
-    last execution recorded), ``workers`` at a time, before the chapters run.
+    last execution recorded), two at a time, before the chapters run.
 
     On two cores a one-thread training leaves a core idle. Each model still trains on
     one thread, in its own process, as its recipe says, so the weights are the ones its
     chapter would have trained; the chapters then load them from the cache. Models that
-    train on every core are left to their chapters. Returns the seconds it took."""
+    train on every core are left to their chapters."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -281,29 +285,22 @@ def pretrain(paths, workers: int = 2) -> float:
         for n in read(p).metadata.get("vaecourse", {}).get("models", {})
     }
     jobs = pretrain_jobs(names)
-    if len(jobs) < 2 or workers < 2:
-        return 0.0  # nothing to train side by side: the chapters train them
+    if len(jobs) < 2 or (os.cpu_count() or 1) < 2:
+        return  # nothing to train side by side: the chapters train them
     print(
-        f"training {len(jobs)} one-thread models, {workers} at a time ...",
-        flush=True,
+        f"training {len(jobs)} one-thread models, 2 at a time ...", flush=True
     )
-    os.environ.pop("VAECOURSE_QUICK", None)
-    os.environ["VAECOURSE_PROGRESS"] = "lines"
+    full_mode()
     start = time.perf_counter()
     try:
-        with ProcessPoolExecutor(
-            workers, mp_context=get_context("spawn")
-        ) as pool:
+        with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
             list(pool.map(_train, jobs))
-    except (
-        Exception
-    ) as e:  # the chapter that loads the model will say what failed
+    # a model that fails here fails again in its chapter, which says where
+    except Exception as e:
         print(
             f"  pre-training stopped ({e!r}); the chapters train what is left"
         )
-    seconds = time.perf_counter() - start
-    print(f"  done in {seconds:.1f} s", flush=True)
-    return seconds
+    print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def glued(nb, name: str) -> str | None:
@@ -408,7 +405,7 @@ def main(argv=None) -> int:
     ]
     if not todo:
         print("Every chapter's outputs are fresh: nothing to execute.")
-    elif (os.cpu_count() or 1) >= 2:
+    else:
         pretrain(todo)
     for path in todo:
         print(
