@@ -3,9 +3,13 @@ chapter's clock."""
 
 from __future__ import annotations
 
+import os
 import time
 
+import torch
+
 from vaecourse import cache
+from vaecourse.train import pick_device
 
 
 def glue(name: str, value, display: bool = False) -> None:
@@ -42,6 +46,17 @@ class ChapterClock:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+    @staticmethod
+    def machine() -> str:
+        """What the chapter ran on, for its closing sentence: "2 CPU cores",
+        or the GPU's name ("NVIDIA H200", "Apple MPS")."""
+        device = pick_device()
+        if device.type == "cuda":
+            return torch.cuda.get_device_name(device)
+        if device.type == "mps":
+            return "Apple MPS"
+        return f"{os.cpu_count()} CPU cores"
 
     def cold_seconds(self) -> float:
         records = cache.USED[self.first_entry :]

@@ -12,7 +12,8 @@ entry is keyed by everything that decides the trained weights:
   (``code_sources``), so that editing a training function retrains the models
   it trains;
 - the data's checksum, torch's major.minor version, the CPU's fast dtype, quick
-  mode.
+  mode, and the kind of device it trains on when that is not the CPU (weights
+  trained on a GPU never stand in for the CPU ones the book shows).
 
 A file holds a magic string, the SHA-256 of its payload and the payload
 (``torch.save`` of the weights, history, training time and key), written
@@ -43,7 +44,7 @@ import torch
 from torch import nn
 
 from vaecourse.data import DATA_FINGERPRINT, data_dir, write_atomic
-from vaecourse.train import fast_dtype, quick_mode, threads
+from vaecourse.train import fast_dtype, pick_device, quick_mode, threads
 
 MAGIC = b"VAECOURSE-CKPT-1\n"
 PACKAGE = "vaecourse"
@@ -288,12 +289,17 @@ def code_digest(*roots) -> str:
 
 
 def environment() -> dict:
-    """What of this machine decides trained weights besides the recipe."""
-    return {
+    """What of this machine decides trained weights besides the recipe. The
+    device kind is keyed only off the CPU, so CPU entries keep their keys."""
+    env = {
         "torch": ".".join(torch.__version__.split(".")[:2]),
         "fast_dtype": str(fast_dtype()),
         "quick": quick_mode(),
     }
+    device = pick_device().type
+    if device != "cpu":
+        env["device"] = device
+    return env
 
 
 def _sha256(material) -> str:
@@ -363,12 +369,13 @@ def check_fits(model: nn.Module, state: dict) -> None:
 
 
 def load(recipe: Recipe) -> nn.Module:
-    """``recipe``'s trained model, in eval mode, with its ``TrainingRecord`` as
-    ``.record``: from the cache, or trained now (the models it needs first) and
-    stored."""
+    """``recipe``'s trained model, in eval mode on ``pick_device()``, with its
+    ``TrainingRecord`` as ``.record``: from the cache, or trained now (the
+    models it needs first) and stored."""
     needed = [load(n) for n in recipe.needs]
     torch.manual_seed(recipe.seed)
-    model = recipe.model()
+    # built on the CPU, then moved: the same initial weights on every device
+    model = recipe.model().to(pick_device())
     key = cache_key(recipe)
     path = entry_path(recipe)
     _log(recipe)

@@ -50,6 +50,40 @@ def total_steps(n: int, batch_size: int, epochs: int) -> int:
     return quick_steps(per_epoch) if quick_mode() else epochs * per_epoch
 
 
+DEVICE_ENV = "VAECOURSE_DEVICE"
+
+
+def pick_device() -> torch.device:
+    """Where the chapter's models train and run: ``$VAECOURSE_DEVICE`` if set
+    (``cpu`` keeps a GPU machine on the CPU), else CUDA or Apple's MPS when
+    present, else the CPU."""
+    asked = os.environ.get(DEVICE_ENV, "").strip()
+    if asked:
+        try:
+            device = torch.device(asked)
+        except RuntimeError as e:
+            raise ValueError(
+                f"${DEVICE_ENV}={asked!r} is not a torch device ({e}); use "
+                "cpu, cuda or mps, or unset it"
+            ) from None
+        available = {
+            "cpu": True,
+            "cuda": torch.cuda.is_available(),
+            "mps": torch.backends.mps.is_available(),
+        }.get(device.type, False)
+        if not available:
+            raise ValueError(
+                f"${DEVICE_ENV}={asked!r}: this machine has no {device.type} "
+                "device; unset it to let pick_device choose"
+            )
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and PyTorch; return a torch generator seeded the same
     way."""

@@ -11,7 +11,9 @@ Each takes plain callables and returns a widget:
 (apply the sigmoid yourself); ``encode(x)`` maps images (B, 1, 28, 28) to codes
 (B, d), e.g. the posterior mean. With ``condition_classes`` they are called as
 ``decode(z, y)`` and ``encode(x, y)``, ``y`` a long tensor (B,) of labels, and
-a class menu appears. On the published site there is no kernel: there the
+a class menu appears. The explorers pass CPU tensors: a callable moves them to
+its model's device (``z.to(device)``); what it returns may be on any device.
+On the published site there is no kernel: there the
 kernel-free ``site_explorer`` responds.
 """
 
@@ -57,7 +59,7 @@ def _decoder(decode, condition_classes):
                 out = decode(z, torch.full((len(z),), y, dtype=torch.long))
             else:
                 out = decode(z)
-        out = torch.as_tensor(out).float()
+        out = torch.as_tensor(out).float().cpu()
         if out.shape[1:] != (1, 28, 28) or len(out) != len(z):
             raise ValueError(
                 f"decode must return images of shape ({len(z)}, 1, 28, 28), got "
@@ -186,7 +188,7 @@ def interpolation(
                 if names
                 else encode(x[i : i + 1])
             )
-        return torch.as_tensor(out).float().reshape(1, -1)
+        return torch.as_tensor(out).float().cpu().reshape(1, -1)
 
     pick = [
         widgets.IntSlider(value=v, min=0, max=len(x) - 1, description=d)
