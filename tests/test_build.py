@@ -160,3 +160,43 @@ def test_pretraining_takes_the_missing_one_thread_models_with_their_needs(
     cache.entry_path(zoo.RECIPES["vqvae-plain"]).write_bytes(b"cached")
     assert build.pretrain_jobs(names) == ["vae-official-recipe"]
     assert build.pretrain_jobs({"vae-main"}) == ["vae-main"]
+
+
+def _install_notebook(path, url, extra=""):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            'import sys\n\nif "google.colab" in sys.modules:\n'
+            f'    %pip install --quiet "vaecourse @ git+{url}"{extra}'
+        ),
+        nbformat.v4.new_code_cell("x = 1"),
+    ]
+    nbformat.write(nb, path)
+    return nb
+
+
+def test_the_install_url_is_not_an_input_but_the_rest_of_its_cell_is(tmp_path):
+    """Moving the repository re-executes nothing; any other change to the cell does."""
+    a = _install_notebook(tmp_path / "a.ipynb", "https://github.com/a/b")
+    b = _install_notebook(tmp_path / "b.ipynb", "https://example.org/c/d.git")
+    c = _install_notebook(
+        tmp_path / "c.ipynb", "https://github.com/a/b", " numpy"
+    )
+    assert build.inputs_digest(a) == build.inputs_digest(b)
+    assert build.inputs_digest(a) != build.inputs_digest(c)
+
+
+def test_readme_writes_the_configured_url_into_every_install_cell(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "a.ipynb"
+    _install_notebook(path, "https://github.com/old/place")
+    monkeypatch.setattr(build, "chapters", lambda: [path])
+    monkeypatch.setattr(
+        build, "repository_url", lambda: "https://github.com/new/home"
+    )
+    assert build.sync_install_urls() == [path]
+    first = nbformat.read(path, as_version=4).cells[0].source
+    assert '"vaecourse @ git+https://github.com/new/home"' in first
+    assert "old/place" not in first
+    assert build.sync_install_urls() == []  # already in step

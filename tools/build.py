@@ -12,6 +12,11 @@ chapters run, the missing models that train on one thread are trained two at a t
     python -m tools.build execute [NOTEBOOK ...]   # run stale chapters (or those named)
     python -m tools.build check                    # exit 1 if any chapter is stale
     python -m tools.build readme                   # rewrite the README's chapter table
+                                                   # and the chapters' Colab install URL
+
+The repository URL is one line of ``_config.yml``: ``readme`` (and ``execute``) write it
+into every chapter's Colab install cell, and the install URL is not part of a chapter's
+inputs, so moving the repository re-executes nothing.
 """
 
 from __future__ import annotations
@@ -128,6 +133,8 @@ def inputs_digest(nb, root: Path = ROOT) -> str:
     h = hashlib.sha256()
     cells = [cell.source for cell in nb.cells if cell.cell_type == "code"]
     for source in cells:
+        # where Colab installs the package from does not change the outputs
+        source = INSTALL_URL.sub(r"\1<repository>", source)
         h.update(b"\0cell\0" + source.encode())
     modules = module_closure(
         set().union(*(imported_modules(c, root) for c in cells)), root
@@ -149,6 +156,25 @@ def inputs_digest(nb, root: Path = ROOT) -> str:
 
 
 DATA_FILES = (".js", ".css", ".html")
+# the repository URL in a chapter's Colab install line: %pip install "vaecourse @ git+URL"
+INSTALL_URL = re.compile(r"(vaecourse @ git\+)[^\"'\s]+")
+
+
+def sync_install_urls() -> list[Path]:
+    """Write ``_config.yml``'s repository URL into every chapter's Colab install cell;
+    return the chapters changed."""
+    import nbformat
+
+    changed = []
+    for path in chapters():
+        nb = read(path)
+        first = next(c for c in nb.cells if c.cell_type == "code")
+        new = INSTALL_URL.sub(rf"\g<1>{repository_url()}", first.source)
+        if new != first.source:
+            first.source = new
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
 
 
 def model_digests(names) -> dict[str, str]:
@@ -263,9 +289,11 @@ def _train(name: str) -> None:
 
 def full_mode() -> None:
     """Set this process (and the kernels and workers it starts) to full mode, with
-    progress as plain lines: the book's numbers, and pages without widget bars."""
+    progress as plain lines and the text's claims asserted: the book's numbers, and
+    pages without widget bars."""
     os.environ.pop("VAECOURSE_QUICK", None)
     os.environ["VAECOURSE_PROGRESS"] = "lines"
+    os.environ["VAECOURSE_BUILD"] = "1"  # the text's claims are asserted
 
 
 def pretrain(paths) -> None:
@@ -398,6 +426,8 @@ def main(argv=None) -> int:
             if update_readme()
             else "README.md already up to date"
         )
+        for path in sync_install_urls():
+            print(f"install URL updated in {path.relative_to(ROOT)}")
         return 0
 
     todo = [p.resolve() for p in args.notebooks] or [
@@ -420,6 +450,7 @@ def main(argv=None) -> int:
             return 1
         print(f"  done in {seconds:.1f} s", flush=True)
     update_readme()
+    sync_install_urls()
     return 0
 
 
