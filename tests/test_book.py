@@ -122,3 +122,30 @@ def test_glue_hands_the_page_plain_numbers(monkeypatch, value):
     book.glue("x", value)
     assert type(seen["x"]) in (float, int)
     assert f"{seen['x']:.1f}" == f"{float(value):.1f}"
+
+
+@pytest.mark.parametrize(
+    ("build", "quick", "checked"),
+    [("1", "", True), ("1", "1", False), ("", "", False), ("0", "", False)],
+)
+def test_claims_are_checked_only_in_the_full_book_build(
+    monkeypatch, build, quick, checked
+):
+    """A reader's run (Colab, a GPU, another CPU) trains slightly different models:
+    the text's claims are asserted where the book is built, and nowhere else."""
+    monkeypatch.setenv("VAECOURSE_BUILD", build)
+    monkeypatch.setenv("VAECOURSE_QUICK", quick)
+    assert book.checking_claims() is checked
+
+
+def test_the_build_checks_claims(monkeypatch):
+    from tools import build as tools_build
+
+    monkeypatch.delenv("VAECOURSE_BUILD", raising=False)
+    monkeypatch.setenv("VAECOURSE_QUICK", "1")
+    tools_build.full_mode()
+    assert book.checking_claims()
+
+
+def test_machine_names_the_cpu_cores_here():
+    assert ChapterClock.machine().endswith("CPU cores")

@@ -425,3 +425,37 @@ def test_load_retrains_an_entry_with_python_objects(tripwire):
     assert not tripwire.tripped()
     assert len(STARTS) == 1 and not model.record.from_cache
     assert valid_entry(r, model)
+
+
+# --- the device ----------------------------------------------------------------------
+
+
+def test_the_device_kind_is_keyed_off_the_cpu_only(isolated, monkeypatch):
+    """CPU entries keep the key they had before devices were keyed; weights trained on a
+    GPU get another key and path, so they never stand in for the CPU ones."""
+    r = recipe(real_training)
+    on_cpu = cache_key(r)
+    assert "device" not in on_cpu
+    monkeypatch.setattr(cache, "pick_device", lambda: torch.device("cuda"))
+    on_gpu = cache_key(r)
+    assert on_gpu == {**on_cpu, "device": "cuda"}
+    path_gpu = entry_path(r)
+    monkeypatch.setattr(cache, "pick_device", lambda: torch.device("cpu"))
+    assert entry_path(r) != path_gpu
+
+
+def test_load_puts_the_model_on_the_picked_device(isolated, monkeypatch):
+    """cache.load moves the model to pick_device() before training and loading; here the
+    'device' is the CPU under another name, which is all this machine has."""
+    moved = []
+    real_to = nn.Module.to
+
+    def spy(self, *args, **kwargs):
+        moved.append(args[0] if args else kwargs.get("device"))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Module, "to", spy)
+    monkeypatch.setattr(cache, "pick_device", lambda: torch.device("cpu", 0))
+    model = cache.load(recipe(real_training))
+    assert torch.device("cpu", 0) in moved
+    assert next(model.parameters()).device.type == "cpu"

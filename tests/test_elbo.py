@@ -433,3 +433,20 @@ def test_gaussian_decoder_log_likelihood_is_a_scaled_squared_error():
     mse = ((x - (z @ W.T + b)) ** 2).mean(-1)
     expected = -9 / 2 * torch.log(2 * math.pi * s2) - 9 * mse / (2 * s2)
     torch.testing.assert_close(log_likelihood(x, z, W, b, s2), expected)
+
+
+def test_fit_ppca_does_not_depend_on_the_eigenvectors_signs():
+    """LAPACK builds return eigenvectors with either sign; W must come out the same."""
+    torch.manual_seed(0)
+    x = torch.randn(200, 6, dtype=torch.float64) @ torch.randn(
+        6, 6, dtype=torch.float64
+    )
+    mean = x.mean(0)
+    cov = (x - mean).T @ (x - mean) / len(x)
+    values, vectors = torch.linalg.eigh(cov)
+    flipped = vectors * torch.tensor(
+        [1, -1, 1, -1, -1, 1], dtype=torch.float64
+    )
+    W, _, _ = fit_ppca(mean, values, vectors, 3)
+    W_flipped, _, _ = fit_ppca(mean, values, flipped, 3)
+    assert torch.equal(W, W_flipped)

@@ -597,3 +597,35 @@ def test_fast_dtype_is_bfloat16_only_where_the_cpu_multiplies_it_natively(
         torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: bf16
     )
     assert fast_dtype() == expected
+
+
+# --- the device ----------------------------------------------------------------------
+
+
+def test_pick_device_takes_the_environment_variable(monkeypatch):
+    monkeypatch.setenv("VAECOURSE_DEVICE", "cpu")
+    assert train.pick_device() == torch.device("cpu")
+
+
+def test_pick_device_prefers_cuda_then_mps_then_the_cpu(monkeypatch):
+    monkeypatch.delenv("VAECOURSE_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train.pick_device().type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert train.pick_device().type == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert train.pick_device() == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("asked", "message"),
+    [("gpu0", "is not a torch device"), ("cuda", "has no cuda device")],
+)
+def test_pick_device_refuses_a_device_it_cannot_use(
+    monkeypatch, asked, message
+):
+    monkeypatch.setenv("VAECOURSE_DEVICE", asked)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=message):
+        train.pick_device()

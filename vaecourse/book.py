@@ -9,7 +9,18 @@ import time
 import torch
 
 from vaecourse import cache
-from vaecourse.train import pick_device
+from vaecourse.train import pick_device, quick_mode
+
+BUILD_ENV = "VAECOURSE_BUILD"
+
+
+def checking_claims() -> bool:
+    """True when the book is built (``make book``, full mode): there each claim
+    the text makes about a measured number is asserted. Elsewhere (Colab, a
+    GPU, another CPU) the models train a little differently, so the text,
+    written for the published numbers, may not fit a reader's run; the checks
+    are skipped rather than stopping the chapter."""
+    return os.environ.get(BUILD_ENV) == "1" and not quick_mode()
 
 
 def glue(name: str, value, display: bool = False) -> None:

@@ -380,7 +380,7 @@ def binarize_dynamic(
 
 def binarize_static(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """One Bernoulli sample drawn once with a fixed seed: the same binary data
-    set every time."""
+    set every time. Binarize on the CPU (its generator is there), then move."""
     _check_unit_interval(images)
     return torch.bernoulli(
         images, generator=torch.Generator().manual_seed(seed)
@@ -392,11 +392,13 @@ def gaussian_noise(
     sigma: float,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Additive isotropic Gaussian corruption x + sigma * eps (not clipped)."""
+    """Additive isotropic Gaussian corruption x + sigma * eps (not clipped).
+    The noise is drawn on the CPU, so a seed gives the same noise on every
+    device."""
     if not sigma >= 0:
         raise ValueError(f"the noise level sigma must be >= 0, got {sigma}")
     noise = torch.randn(images.shape, generator=generator, dtype=images.dtype)
-    return images + sigma * noise
+    return images + sigma * noise.to(images.device)
 
 
 def masking_noise(
@@ -412,7 +414,8 @@ def masking_noise(
     flat = images.reshape(len(images), -1)
     d = flat.shape[1]
     k = round(nu * d)
-    scores = torch.rand(flat.shape, generator=generator)
+    # drawn on the CPU: a seed masks the same pixels on every device
+    scores = torch.rand(flat.shape, generator=generator).to(images.device)
     destroyed = torch.zeros_like(flat, dtype=torch.bool)
     destroyed.scatter_(1, scores.topk(k, dim=1).indices, True)
     return flat.masked_fill(destroyed, 0.0).reshape(images.shape)

@@ -171,10 +171,12 @@ def train_linear(model, images, *, steps, lr):
     """Full-batch Adam on ``linear_loss`` over ``images``, the learning rate
     decaying to zero along a cosine over ``steps`` steps; the model's mean is
     the images' mean."""
+    # the mean and covariance in float64; the training on the model's device
     flat = images.flatten(1).double()
-    model.mean.copy_(flat.mean(0))
+    model.mean.copy_(flat.mean(0).float())
     centred = flat - flat.mean(0)
     cov = (centred.T @ centred / len(flat)).float()
+    cov = cov.to(next(model.parameters()).device)
     steps = quick_steps(steps)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)

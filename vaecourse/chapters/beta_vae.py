@@ -61,19 +61,19 @@ def rate_distortion(model, images, seed=0, batch_size=1000):
     """
     if len(images) == 0:
         raise ValueError("rate_distortion needs at least one image")
+    device = next(model.parameters()).device
     x = binarize_static(images, seed=seed).flatten(1)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
     distortions, kls = [], []
-    try:
+    # the seed reseeds every generator, a GPU's too: fork_rng restores them
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size]
+            xb = x[start : start + batch_size].to(device)
             d, _ = negative_elbo(model, xb)
             mu, logvar = model.encode(xb)
-            distortions.append(d)
-            kls.append(gaussian_kl_standard(mu, logvar))
-    finally:
-        torch.random.set_rng_state(state)
+            # per-image values on the CPU, whatever the model's device
+            distortions.append(d.cpu())
+            kls.append(gaussian_kl_standard(mu, logvar).cpu())
     distortion, kl = torch.cat(distortions), torch.cat(kls)
     kl_per_dim = kl.mean(0)
     return {
@@ -103,9 +103,12 @@ def traversal(model, image, values):
     dimension at a time to each of ``values`` and decode. Returns images of
     shape (latent_dim, len(values), 1, 28, 28), row j varying dimension j only.
     """
-    mu, _ = model.encode(image.reshape(1, 784))
-    values = torch.as_tensor(values, dtype=mu.dtype)
+    device = next(model.parameters()).device
+    mu, _ = model.encode(image.reshape(1, 784).to(device))
+    values = torch.as_tensor(values, dtype=mu.dtype, device=device)
     d = model.latent_dim
     z = mu.repeat(d, len(values), 1)  # (d, k, d)
-    z[torch.arange(d), :, torch.arange(d)] = values
-    return torch.sigmoid(model.decoder(z)).view(d, len(values), 1, 28, 28)
+    dims = torch.arange(d, device=device)
+    z[dims, :, dims] = values
+    images = torch.sigmoid(model.decoder(z))
+    return images.view(d, len(values), 1, 28, 28).cpu()  # CPU images

@@ -125,7 +125,11 @@ def sample(model, n, seed=0, labels=None):
     z = torch.randn(
         n, model.latent_dim, generator=torch.Generator().manual_seed(seed)
     )
-    return torch.sigmoid(model.decode(z, labels)).view(n, 1, 28, 28)
+    # z drawn on the CPU (the same codes on every device), decoded on the
+    # model's device; CPU images
+    device = next(model.parameters()).device
+    images = torch.sigmoid(model.decode(z.to(device), labels.to(device)))
+    return images.view(n, 1, 28, 28).cpu()
 
 
 def transfer(model, x_style, y_style, y_content):
@@ -133,10 +137,12 @@ def transfer(model, x_style, y_style, y_content):
     image with its own label (posterior mean), decode with every label of
     ``y_content``. Returns images of shape (len(x_style), len(y_content), 1,
     28, 28) in [0, 1]."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        mu, _ = model.encode(x_style, y_style)
+        mu, _ = model.encode(x_style.to(device), y_style.to(device))
         k = len(y_content)
         z = mu[:, None, :].expand(-1, k, -1)
-        y = y_content[None, :].expand(len(mu), -1)
+        y = y_content.to(device)[None, :].expand(len(mu), -1)
         logits = model.decoder(torch.cat([z, model.one_hot(y)], dim=-1))
-    return torch.sigmoid(logits).view(len(mu), k, 1, 28, 28)
+    # CPU images, like the samplers'
+    return torch.sigmoid(logits).view(len(mu), k, 1, 28, 28).cpu()

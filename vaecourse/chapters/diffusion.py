@@ -141,7 +141,9 @@ def time_embedding(t, dim):
     cosines of t at ``dim // 2`` frequencies, so the network can tell nearby
     steps apart."""
     half = dim // 2
-    freqs = torch.exp(-math.log(1000.0) * torch.arange(half) / half)
+    freqs = torch.exp(
+        -math.log(1000.0) * torch.arange(half, device=t.device) / half
+    )
     angles = t.float()[:, None] * freqs[None]
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
@@ -258,21 +260,26 @@ def sample(model, n, seed=0, clip=True, keep=(), shape=(1, 28, 28)):
         raise ValueError(f"n must be >= 1, got {n}")
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
+    # every draw on the CPU generator, then moved: the same noise on any device
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, *shape, generator=generator)
+    x = torch.randn(n, *shape, generator=generator).to(device)
     kept = {model.T: x} if model.T in keep else {}
     with torch.no_grad():
         for step in range(model.T, 0, -1):
-            t = torch.full((n,), step)
+            t = torch.full((n,), step, device=device)
             mean = p_mean(model, x, t, clip)
             var = posterior_mean_variance(x, x, t, model.betas)[1]
-            x = mean + var.sqrt() * torch.randn(x.shape, generator=generator)
+            noise = torch.randn(x.shape, generator=generator).to(device)
+            x = mean + var.sqrt() * noise
             if step - 1 in keep:
                 kept[step - 1] = x
     model.train(was_training)
-    images = ((x + 1) / 2).clamp(0, 1)
+    images = ((x.cpu() + 1) / 2).clamp(0, 1)
     if keep:
-        return images, {t: ((v + 1) / 2).clamp(0, 1) for t, v in kept.items()}
+        return images, {
+            t: ((v.cpu() + 1) / 2).clamp(0, 1) for t, v in kept.items()
+        }
     return images
 
 
@@ -299,6 +306,8 @@ class LatentDDPM(nn.Module):
     def fit_scaling(self, codes):
         """Centre each dimension and divide by its largest |value|: codes ->
         [-1, 1]."""
+        # on the model's device, so the buffers set here stay there
+        codes = codes.to(self.center.device)
         self.center = codes.mean(0)
         self.scale = (codes - self.center).abs().amax(0).clamp_min(1e-8)
         return (codes - self.center) / self.scale
@@ -307,24 +316,26 @@ class LatentDDPM(nn.Module):
 def vae_codes(vae, images, batch_size=10_000):
     """Posterior means of ``images`` binarized once (seed 0), as the VAE saw
     binary ones."""
+    device = next(vae.parameters()).device
+    codes = []
     with torch.no_grad():
-        return torch.cat(
-            [
-                vae.encode(
-                    binarize_static(images[i : i + batch_size], seed=0)
-                )[0]
-                for i in range(0, len(images), batch_size)
-            ]
-        )
+        for i in range(0, len(images), batch_size):
+            # binarized on the CPU (seeded), encoded on the VAE's device
+            x = binarize_static(images[i : i + batch_size], seed=0)
+            codes.append(vae.encode(x.to(device))[0].cpu())
+    return torch.cat(codes)
 
 
 def decode_latent_samples(model, decoder, n, seed=0):
     """n images: ancestral sampling of codes in [-1, 1], unscaled, decoded to
     the Bernoulli decoder's pixel probabilities, shape (n, 1, 28, 28)."""
     s = 2 * sample(model.ddpm, n, seed=seed, shape=(len(model.center),)) - 1
+    s = s.to(model.center.device)
     with torch.no_grad():
-        return torch.sigmoid(decoder(s * model.scale + model.center)).view(
-            n, 1, 28, 28
+        return (
+            torch.sigmoid(decoder(s * model.scale + model.center))
+            .view(n, 1, 28, 28)
+            .cpu()
         )
 
 

@@ -64,7 +64,11 @@ def fit_ppca(mean, eigenvalues, eigenvectors, k: int):
     order = torch.argsort(eigenvalues, descending=True)
     eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
     sigma2 = eigenvalues[k:].mean()
-    W = eigenvectors[:, :k] * (eigenvalues[:k] - sigma2).clamp_min(0).sqrt()
+    U = eigenvectors[:, :k]
+    # an eigenvector's sign is arbitrary and differs between LAPACK builds:
+    # make each column's largest entry positive, the same W on every machine
+    U = U * U.gather(0, U.abs().argmax(0, keepdim=True)).sign()
+    W = U * (eigenvalues[:k] - sigma2).clamp_min(0).sqrt()
     return W, mean.clone(), sigma2
 
 

@@ -107,6 +107,7 @@ def train_gan(
         raise ValueError(
             f"steps and batch_size must be >= 1, got {steps}, {batch_size}"
         )
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt_d = torch.optim.Adam(
@@ -116,7 +117,9 @@ def train_gan(
         model.generator.parameters(), lr_g, betas=(0.5, 0.999), fused=True
     )
     n_snap, n_shown = model.snapshots.shape[:2]
+    # draws on the CPU generator, then moved: the same numbers on any device
     fixed_z = torch.randn(n_shown, model.latent_dim, generator=generator)
+    fixed_z = fixed_z.to(device)
     snap_at = torch.linspace(0, steps, n_snap).round().long()
     model.snapshot_steps.copy_(snap_at)
     history, sums, start = [], {}, time.perf_counter()
@@ -129,9 +132,9 @@ def train_gan(
         if step == steps:
             break
         index = torch.randint(len(images), (batch_size,), generator=generator)
-        real = images[index] * 2 - 1
+        real = images[index].to(device) * 2 - 1
         z = torch.randn(batch_size, model.latent_dim, generator=generator)
-        fake = model.generate(z)
+        fake = model.generate(z.to(device))
         # discriminator step: fakes detached, so only D's weights get this
         # gradient
         real_logits = model.discriminate(real)

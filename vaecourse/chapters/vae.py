@@ -157,25 +157,27 @@ def iw_nll(model, x, samples=1000, batch_size=100, chunk=50, seed=0):
             f"(N, 1, 28, 28): got shape {tuple(x.shape)}; binarize grey "
             "images first (binarize_static)"
         )
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        out = []
-        for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size]
-            with torch.no_grad():  # an evaluation: no graph needed
-                log_w = torch.cat(
-                    [
-                        log_weights(model, xb, min(chunk, samples - j))
-                        for j in range(0, samples, chunk)
-                    ]
-                )
-            out.append(-iw_bound(log_w, dim=0))
-    finally:
-        torch.random.set_rng_state(state)
-        model.train(was_training)
+    # the seed reseeds every generator, a GPU's too: fork_rng restores them
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        try:
+            out = []
+            for start in range(0, len(x), batch_size):
+                xb = x[start : start + batch_size].to(device)
+                with torch.no_grad():  # an evaluation: no graph needed
+                    log_w = torch.cat(
+                        [
+                            log_weights(model, xb, min(chunk, samples - j))
+                            for j in range(0, samples, chunk)
+                        ]
+                    )
+                # per-image values on the CPU, whatever the model's device
+                out.append(-iw_bound(log_w, dim=0).cpu())
+        finally:
+            model.train(was_training)
     return torch.cat(out)
 
 
@@ -290,7 +292,11 @@ def sample(model, n, seed=0):
     z = torch.randn(
         n, model.latent_dim, generator=torch.Generator().manual_seed(seed)
     )
-    return torch.sigmoid(model.decoder(z)).view(n, 1, 28, 28)
+    # z drawn on the CPU (the same codes on every device), decoded on the
+    # model's device; CPU images
+    device = next(model.parameters()).device
+    images = torch.sigmoid(model.decoder(z.to(device)))
+    return images.view(n, 1, 28, 28).cpu()
 
 
 class ReferenceVAE(nn.Module):

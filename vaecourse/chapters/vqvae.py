@@ -61,7 +61,9 @@ def vq_losses(z_e, z_q):
 def perplexity(indices, num_codes):
     """exp(entropy) of the codes' empirical distribution, in 1..num_codes: the
     number of equally used codes that would give the same entropy."""
-    counts = torch.bincount(indices.flatten(), minlength=num_codes).double()
+    # counted on the CPU, in float64 (which Apple's MPS lacks)
+    counts = torch.bincount(indices.flatten().cpu(), minlength=num_codes)
+    counts = counts.double()
     p = counts / counts.sum()
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
     return entropy.exp().item()
@@ -223,22 +225,24 @@ def train_vqvae(
 
 @torch.no_grad()
 def encode_indices(model, x, batch_size=2000):
-    """The code indices (N, 7, 7) of images x."""
-    return torch.cat(
-        [
-            quantize(model.encoder(b), model.codebook.weight)[1]
-            for b in x.split(batch_size)
-        ]
-    )
+    """The code indices (N, 7, 7) of images x, on the CPU."""
+    device = next(model.parameters()).device
+    out = []
+    for b in x.split(batch_size):
+        z_e = model.encoder(b.to(device))
+        out.append(quantize(z_e, model.codebook.weight)[1].cpu())
+    return torch.cat(out)
 
 
 @torch.no_grad()
 def decode_indices(model, indices, batch_size=2000):
-    """Images (N, 1, 28, 28) decoded from code indices (N, 7, 7)."""
+    """Images (N, 1, 28, 28) decoded from code indices (N, 7, 7), on the
+    CPU."""
+    device = next(model.parameters()).device
     out = []
     for b in indices.split(batch_size):
-        z_q = model.codebook.weight[b].permute(0, 3, 1, 2)
-        out.append(model.decoder(z_q))
+        z_q = model.codebook.weight[b.to(device)].permute(0, 3, 1, 2)
+        out.append(model.decoder(z_q).cpu())
     return torch.cat(out)
 
 
@@ -318,9 +322,12 @@ class CodePrior(nn.Module):
     def sample(self, n, generator=None):
         """n grids of indices (n, P), one position at a time in raster
         order."""
+        # the codes and the draws stay on the CPU with the generator; the
+        # network runs on its own device
+        device = next(self.parameters()).device
         c = torch.zeros(n, self.positions, dtype=torch.long)
         for i in range(self.positions):
-            probs = self(c)[:, i].softmax(-1)
+            probs = self(c.to(device))[:, i].softmax(-1).cpu()
             c[:, i] = torch.multinomial(probs, 1, generator=generator)[:, 0]
         return c
 
@@ -356,7 +363,8 @@ def sample(model, prior, n, seed=0):
     if isinstance(prior, CodePrior):
         codes = prior.sample(n, gen)
     else:
-        probs = prior.exp().float()  # (P, K)
+        # (P, K), on the CPU with the generator
+        probs = prior.exp().float().cpu()
         codes = torch.multinomial(
             probs.repeat(n, 1), 1, replacement=True, generator=gen
         ).view(n, -1)
