@@ -33,10 +33,13 @@ from tools.build import ROOT, chapters, repository_url
 ENV = ROOT / "_build" / "colab"
 # What Colab has before a chapter runs: these versions must survive the chapters' installs.
 PREINSTALLED = {"torch": "2.11.0", "ipywidgets": "7.7.1"}
+# Others Colab preinstalls that the chapters import (scikit-learn is not a dependency of
+# the package: Colab has it, and `make env` installs it with the book's extras).
 OTHERS = [
     "numpy",
     "matplotlib",
     "scipy",
+    "scikit-learn",
     "pillow",
     "tqdm",
     "ipykernel",
