@@ -293,7 +293,9 @@ def full_mode() -> None:
     pages without widget bars."""
     os.environ.pop("VAECOURSE_QUICK", None)
     os.environ["VAECOURSE_PROGRESS"] = "lines"
-    os.environ["VAECOURSE_BUILD"] = "1"  # the text's claims are asserted
+    from vaecourse.book import BUILD_ENV
+
+    os.environ[BUILD_ENV] = "1"  # the text's claims are asserted
 
 
 def pretrain(paths) -> None:
