@@ -7,7 +7,7 @@ ENV_STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: env book execute site test lint serve clean bench colab
+.PHONY: env book execute site student test lint serve clean bench colab
 
 # The environment: created when missing, refreshed when the dependencies change.
 $(ENV_STAMP): pyproject.toml constraints.txt
@@ -26,9 +26,14 @@ book: $(ENV_STAMP)
 	$(BIN)/python -m tools.build execute $(EXECUTE)
 	$(MAKE) site
 
-site: $(ENV_STAMP)
+site: student
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "The book is in _build/html/index.html (make serve to preview it)."
+
+# The student edition: every chapter with its exercises' solutions replaced by stubs,
+# generated from the book into _build/student/ (the site serves it under student/).
+student: $(ENV_STAMP)
+	$(BIN)/python -m tools.student
 
 execute: $(ENV_STAMP)
 	$(BIN)/python -m tools.build execute

@@ -68,7 +68,10 @@ RANK = {
     "vaecourse.explorer.live": 3,
     "vaecourse.explorer": 4,
     **{f"vaecourse.chapters.{name}": 4 for name in ORDER},
-    "vaecourse.zoo": 5,  # the book's trained models: on top of everything
+    "vaecourse.zoo": 5,  # the book's trained models
+    "vaecourse.checks": 0,  # the exercises' checking machinery
+    # each chapter's checks, which compare with anything the book has
+    **{f"vaecourse.checks.{name}": 6 for name in ORDER},
 }
 
 
@@ -129,4 +132,14 @@ def test_each_chapter_module_is_named_like_its_chapter():
     names = {m.split(".")[-1] for m in chapters}
     assert names <= set(ORDER), (
         f"modules without a chapter: {names - set(ORDER)}"
+    )
+    checks = {
+        m.split(".")[-1]
+        for m, _ in package_modules()
+        if m.startswith("vaecourse.checks.")
+    }
+    notebooks = {path.stem for path in build.chapters()}
+    assert checks == notebooks, (
+        f"chapters without checks: {notebooks - checks}, "
+        f"checks without a chapter: {checks - notebooks}"
     )

@@ -11,11 +11,12 @@ import functools
 import http.server
 import json
 import threading
+import urllib.request
 from urllib.parse import urlparse
 
 import pytest
 
-from tools import build
+from tools import build, student
 
 HTML = build.ROOT / "_build" / "html"
 SHOTS = build.ROOT / "_build" / "screenshots"
@@ -213,15 +214,41 @@ def test_chapter_figures_present_with_alt_text(pages, notebook):
 
 
 @pytest.mark.parametrize("notebook", build.chapters(), ids=lambda p: p.stem)
-def test_colab_link_points_at_the_chapter(pages, notebook):
-    """The page's Colab launch link opens this chapter's notebook in the repository."""
+def test_colab_links_point_at_the_chapter_and_its_student_edition(
+    pages, notebook
+):
+    """The page's Colab launch link opens this chapter's notebook in the repository;
+    the Exercises section's link opens its student edition."""
     name = notebook.relative_to(build.ROOT).with_suffix("").as_posix()
     colab = [
         link
         for link in pages[name]["links"]
         if "colab.research.google.com" in link
     ]
-    assert colab == [build.colab_url(notebook)], f"{name}: Colab links {colab}"
+    assert colab == [build.colab_url(notebook), student.colab_url(notebook)], (
+        f"{name}: Colab links {colab}"
+    )
+
+
+@pytest.mark.parametrize("notebook", build.chapters(), ids=lambda p: p.stem)
+def test_the_student_edition_downloads_from_the_chapter(site_url, notebook):
+    """The chapter's download link gives its student edition, a notebook whose
+    solutions are stubs."""
+    link = f"../student/{notebook.name}"
+    page = (HTML / "book" / f"{notebook.stem}.html").read_text()
+    assert f'href="{link}" download' in page
+    with urllib.request.urlopen(f"{site_url}/book/{link}") as response:
+        nb = json.loads(response.read())
+    assert any(
+        "NotImplementedError" in "".join(c["source"]) for c in nb["cells"]
+    )
+    assert "student-edition" in [c["id"] for c in nb["cells"]]
+
+
+def test_the_teachers_page_links_every_student_edition(pages):
+    links = pages["book/teachers"]["links"]
+    for notebook in build.chapters():
+        assert student.colab_url(notebook) in links
 
 
 def test_search_index_lists_every_page():

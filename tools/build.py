@@ -11,12 +11,14 @@ chapters run, the missing models that train on one thread are trained two at a t
 
     python -m tools.build execute [NOTEBOOK ...]   # run stale chapters (or those named)
     python -m tools.build check                    # exit 1 if any chapter is stale
-    python -m tools.build readme                   # rewrite the README's chapter table
-                                                   # and the chapters' Colab install URL
+    python -m tools.build readme                   # rewrite the README's chapter table,
+                                                   # the chapters' Colab install URL and
+                                                   # student-edition link, and the
+                                                   # teachers' page's exercise table
 
 The repository URL is one line of ``_config.yml``: ``readme`` (and ``execute``) write it
-into every chapter's Colab install cell, and the install URL is not part of a chapter's
-inputs, so moving the repository re-executes nothing.
+into every chapter's Colab install cell and student-edition link, and neither is part of
+a chapter's inputs (markdown is not), so moving the repository re-executes nothing.
 """
 
 from __future__ import annotations
@@ -228,6 +230,14 @@ def execute(path: Path) -> float:
     )
     os.environ["VAECOURSE_MODEL_LOG"] = str(log)
     start = time.perf_counter()
+    cell_seconds = {}  # each cell's run time, for the teachers' page
+
+    def started(cell, cell_index):
+        cell_seconds[cell.id] = time.perf_counter()
+
+    def completed(cell, cell_index):
+        cell_seconds[cell.id] = time.perf_counter() - cell_seconds[cell.id]
+
     try:
         NotebookClient(
             nb,
@@ -237,6 +247,8 @@ def execute(path: Path) -> float:
             # live widgets are for Jupyter; the site has its own explorers
             store_widget_state=False,
             resources={"metadata": {"path": str(path.parent)}},
+            on_cell_start=started,
+            on_cell_complete=completed,
         ).execute()
         loaded = [json.loads(line) for line in log.read_text().splitlines()]
     finally:
@@ -252,9 +264,29 @@ def execute(path: Path) -> float:
         "seconds": round(seconds, 1),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
         "torch": torch.__version__,
+        "exercise_seconds": exercise_seconds(nb, cell_seconds),
     }
     nbformat.write(nb, path)
     return seconds
+
+
+def exercise_seconds(nb, cell_seconds: dict) -> dict[str, float]:
+    """{question number: seconds} of each exercise's code cells (its solution and
+    its check), from the chapter's "## Exercises" heading on."""
+    totals, number, inside = {}, None, False
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            inside = inside or bool(
+                re.search(r"^## Exercises", cell.source, re.M)
+            )
+            found = re.findall(r"^\*\*(\d+)\.\*\*", cell.source, re.M)
+            number = found[-1] if found else number
+        elif inside and number is not None and cell.id in cell_seconds:
+            if "remove-cell" not in cell.metadata.get("tags", []):
+                totals[number] = (
+                    totals.get(number, 0.0) + cell_seconds[cell.id]
+                )
+    return {n: round(t, 2) for n, t in totals.items()}
 
 
 def pretrain_jobs(names) -> list[str]:
@@ -347,6 +379,38 @@ def glued(nb, name: str) -> str | None:
     return None
 
 
+def run_times(nb) -> tuple[float, float] | None:
+    """A chapter's measured run time with the models cached, and from scratch (the
+    stored training time of the models the run found in the cache added back); None
+    when the committed run did not record them."""
+    warm = nb.metadata.get("vaecourse", {}).get("seconds")
+    run, cold = glued(nb, "chapter_seconds"), glued(nb, "chapter_cold_seconds")
+    if warm is None or run is None or cold is None:
+        return None
+    return warm, warm + float(cold) - float(run)
+
+
+def sync_student_edition() -> None:
+    """The student-edition links in the chapters and the teachers' page's table."""
+    from tools import student
+
+    for path in student.sync_links():
+        print(f"student-edition link updated in {path.relative_to(ROOT)}")
+    if student.update_teachers():
+        print(f"{student.TEACHERS.relative_to(ROOT)} updated")
+
+
+def title(nb) -> str:
+    """A chapter's title: its first level-1 heading."""
+    return next(
+        line.lstrip("# ").strip()
+        for c in nb.cells
+        if c.cell_type == "markdown"
+        for line in c.source.splitlines()
+        if line.startswith("# ")
+    )
+
+
 def readme_table() -> str:
     """The README's chapter table: title, Colab link and measured run times."""
     rows = [
@@ -355,30 +419,12 @@ def readme_table() -> str:
     ]
     for path in chapters():
         nb = read(path)
-        title = next(
-            (
-                line.lstrip("# ").strip()
-                for c in nb.cells
-                if c.cell_type == "markdown"
-                for line in c.source.splitlines()
-                if line.startswith("# ")
-            ),
-            path.stem,
+        times = run_times(nb)
+        warm_text, cold_text = (
+            (f"{times[0]:.0f}", f"{times[1]:.0f}") if times else ("?", "?")
         )
-        warm = nb.metadata.get("vaecourse", {}).get("seconds")
-        run, cold = (
-            glued(nb, "chapter_seconds"),
-            glued(nb, "chapter_cold_seconds"),
-        )
-        if warm is None or run is None or cold is None:
-            warm_text = cold_text = "?"
-        else:  # add back the stored training time of the models the run found in the cache
-            warm_text, cold_text = (
-                f"{warm:.0f}",
-                f"{warm + float(cold) - float(run):.0f}",
-            )
         rows.append(
-            f"| {title} (`{path.relative_to(ROOT).as_posix()}`) | [Colab]({colab_url(path)}) "
+            f"| {title(nb)} (`{path.relative_to(ROOT).as_posix()}`) | [Colab]({colab_url(path)}) "
             f"| {warm_text} s | {cold_text} s |"
         )
     return "\n".join(rows)
@@ -430,6 +476,7 @@ def main(argv=None) -> int:
         )
         for path in sync_install_urls():
             print(f"install URL updated in {path.relative_to(ROOT)}")
+        sync_student_edition()
         return 0
 
     todo = [p.resolve() for p in args.notebooks] or [
@@ -453,6 +500,7 @@ def main(argv=None) -> int:
         print(f"  done in {seconds:.1f} s", flush=True)
     update_readme()
     sync_install_urls()
+    sync_student_edition()
     return 0
 
 

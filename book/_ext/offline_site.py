@@ -8,6 +8,8 @@
 - The theme starts in light mode: figures are black ink on white.
 - ``static/vaecourse.css``: code cells in a font size at which the chapters'
   79-character lines fit the page.
+- The student edition (``_build/student``, written by ``make student``) is served from
+  ``student/``, where each chapter's download link points.
 """
 
 import importlib.metadata
@@ -64,6 +66,23 @@ def copy_css(app, exception):
         )
 
 
+def copy_student_edition(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    source = Path(app.srcdir) / "_build" / "student"
+    notebooks = sorted(source.glob("*.ipynb"))
+    if not notebooks:
+        raise RuntimeError(
+            f"no student edition in {source}: run `python -m tools.student` "
+            "(make site does) before building the site"
+        )
+    target = Path(app.outdir) / "student"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    for path in notebooks:
+        shutil.copy2(path, target)
+
+
 def setup(app):
     if not (mathjax_root() / "tex-chtml.js").exists():
         raise RuntimeError(
@@ -75,4 +94,5 @@ def setup(app):
     app.connect("html-page-context", drop_thebe)
     app.connect("build-finished", copy_mathjax)
     app.connect("build-finished", copy_css)
+    app.connect("build-finished", copy_student_edition)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
