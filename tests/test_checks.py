@@ -126,6 +126,28 @@ def test_an_error_in_the_answer_is_reported_with_the_input():
     assert "Pass the function itself" in exercise.judge(2.0).message
 
 
+def test_an_error_that_a_mistake_makes_too_gets_its_hint():
+    exercise = Exercise(
+        name="first_and_twice",
+        question="x and 2x.",
+        reference=lambda x: (x, 2 * x),
+        cases=[(torch.tensor([[1.0, 2.0], [3.0, 4.0]]),)],
+        mistakes=[
+            Mistake("a method numpy has", lambda x: x.ptp(), "Not numpy."),
+        ],
+        fallback="Return x and 2x.",
+    )
+    message = exercise.judge(lambda x: x.ptp()).message
+    assert "raised AttributeError" in message
+    assert message.endswith(". Not numpy.")
+    # a tuple names the element that differs, and a small matrix is shown
+    message = exercise.judge(lambda x: (x, 3 * x)).message
+    assert (
+        "in element 2 of the 2 it returns, got [[3, 6], [9, 12]], " in message
+    )
+    assert "expected [[2, 4], [6, 8]]" in message
+
+
 def test_the_inputs_are_not_shared_with_the_answer():
     seen = []
     exercise = Exercise(

@@ -106,11 +106,18 @@ class Exercise:
                     "again.",
                 )
             except Exception as error:  # the student's bug, reported
-                return Verdict(
-                    False,
+                raised = (
                     f"{WRONG} {name} raised {type(error).__name__} for "
-                    f"{self._describe(i)}: {error}",
+                    f"{self._describe(i)}: {error}"
                 )
+                hints = [  # a catalogued mistake that raises the same error
+                    m.hint
+                    for m in self.mistakes
+                    if type(_outcome(m.answer, args)) is type(error)
+                ]
+                if hints:
+                    raised = f"{raised.rstrip('.')}. {hints[0]}"
+                return Verdict(False, raised)
         wrong = [
             i
             for i in range(len(self.cases))
@@ -125,7 +132,7 @@ class Exercise:
         first = wrong[0]
         where = (
             f"{WRONG} {name} is wrong for {self._describe(first)}: "
-            f"{_difference(got[first], expected[first])}."
+            f"{_difference(got[first], expected[first], self._same)}."
         )
         return Verdict(False, f"{where} {self._cause(got, first)}")
 
@@ -212,15 +219,36 @@ def _show(value) -> str:
         return repr(value)
     if t.numel() == 1:
         return f"{t.item():.4g}"
-    if t.numel() <= 4 and t.dim() == 1:
-        return "[" + ", ".join(f"{v:.4g}" for v in t.tolist()) + "]"
+    if t.numel() <= 4:
+        return _nested(t.tolist())
     return f"a tensor of shape {tuple(t.shape)}"
 
 
-def _difference(got, expected) -> str:
+def _nested(values) -> str:
+    if isinstance(values, list):
+        return "[" + ", ".join(_nested(v) for v in values) + "]"
+    return f"{values:.4g}"
+
+
+def _difference(got, expected, same: Callable) -> str:
     """'got X, expected Y', naming the shape or the worst entry when the
-    results are too large to show."""
-    if isinstance(got, (tuple, list)) or isinstance(expected, (tuple, list)):
+    results are too large to show, and the element of a tuple that differs."""
+    pair = (tuple, list)
+    if (
+        isinstance(got, pair)
+        and isinstance(expected, pair)
+        and len(got) == len(expected)
+    ):
+        j = next(
+            j
+            for j, (g, e) in enumerate(zip(got, expected, strict=True))
+            if not same(g, e)
+        )
+        return (
+            f"in element {j + 1} of the {len(got)} it returns, "
+            f"{_difference(got[j], expected[j], same)}"
+        )
+    if isinstance(got, pair) or isinstance(expected, pair):
         return f"got {_show(got)}, expected {_show(expected)}"
     try:
         g, e = _tensor(got), _tensor(expected)
