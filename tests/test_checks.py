@@ -148,6 +148,26 @@ def test_an_error_that_a_mistake_makes_too_gets_its_hint():
     assert "expected [[2, 4], [6, 8]]" in message
 
 
+def test_a_difference_hidden_by_rounding_is_named_with_its_cause():
+    exercise = Exercise(
+        name="total",
+        question="The sum of exp(x).",
+        reference=lambda x: x.exp().sum(),
+        cases=[(torch.tensor([1.0, 2.0], dtype=torch.float64),)],
+        mistakes=[],
+        fallback="Sum exp(x).",
+    )
+    message = exercise.judge(
+        lambda x: (x.exp().sum() * (1 + 5e-5)).float()
+    ).message
+    assert "got 10.11, expected 10.11 (they differ by 0.00051" in message
+    assert "your result is float32, the inputs float64" in message
+    message = exercise.judge(lambda x: x.exp().sum() * (1 + 5e-5)).message
+    assert (
+        "beyond the check's tolerance)" in message and "float32" not in message
+    )
+
+
 def test_the_inputs_are_not_shared_with_the_answer():
     seen = []
     exercise = Exercise(

@@ -246,10 +246,10 @@ def teachers_table() -> str:
             "every model trained from scratch (as in a fresh Colab session), "
             f"{warm} with the models cached.",
             "",
-            "| exercise | the student | needs | solution's run time | wrong "
-            "answers the check recognises |",
-            "|---|---|---|---|---|",
+            "| exercise | what the student does | needs | its solution ran |",
+            "|---|---|---|---|",
         ]
+        caught = []
         for e in exercise_list(path):
             label = f"{e['number']}. " + (
                 f"`{e['name']}` (checked)" if e["name"] else "(worked)"
@@ -260,12 +260,19 @@ def teachers_table() -> str:
                 if took is None
                 else ("< 1 s" if took < 1 else minutes(took))
             )
-            wrong = "; ".join(e.get("mistakes", [])) or "(no check)"
-            rows.append(
-                f"| {label} | {e['does']} | "
-                f"{e['needs'] or 'no trained model'} | {took} | {wrong} |"
-            )
-        rows.append("")
+            needs = e["needs"] or "no trained model"
+            rows.append(f"| {label} | {e['does']} | {needs} | {took} |")
+            if e["name"]:
+                caught.append(
+                    f"- `{e['name']}`: " + "; ".join(e["mistakes"]) + "."
+                )
+        rows += [
+            "",
+            "The wrong answers the checks recognise:",
+            "",
+            *caught,
+            "",
+        ]
     return "\n".join(rows).rstrip()
 
 

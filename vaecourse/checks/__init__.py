@@ -256,13 +256,26 @@ def _difference(got, expected, same: Callable) -> str:
         return f"got {_show(got)}, expected {_show(expected)}"
     if g.shape != e.shape:
         return f"it returned shape {tuple(g.shape)}, expected {tuple(e.shape)}"
-    if g.numel() <= 4:
-        return f"got {_show(g)}, expected {_show(e)}"
     gap = (g - e).abs().nan_to_num(nan=float("inf")).flatten()
-    worst = int(gap.argmax())
-    index = tuple(
-        int(i) for i in torch.unravel_index(torch.tensor(worst), g.shape)
-    )
-    at = index if len(index) > 1 else index[0]
-    got_value, expected_value = g.flatten()[worst], e.flatten()[worst]
-    return f"at index {at} got {got_value:.4g}, expected {expected_value:.4g}"
+    if g.numel() <= 4:
+        where, shown = "", (_show(g), _show(e))
+    else:
+        worst = int(gap.argmax())
+        index = tuple(
+            int(i) for i in torch.unravel_index(torch.tensor(worst), g.shape)
+        )
+        where = f"at index {index if len(index) > 1 else index[0]} "
+        shown = (f"{g.flatten()[worst]:.4g}", f"{e.flatten()[worst]:.4g}")
+    text = f"{where}got {shown[0]}, expected {shown[1]}"
+    if shown[0] == shown[1]:  # equal to four digits: how far apart, and why
+        text += (
+            f" (they differ by {gap.max():.2g}, beyond the check's tolerance"
+        )
+        dtype = getattr(got, "dtype", None)
+        if dtype in (torch.float32, torch.float16, torch.bfloat16):
+            text += (
+                f"; your result is {str(dtype).removeprefix('torch.')}, the "
+                "inputs float64: compute in their precision"
+            )
+        text += ")"
+    return text
