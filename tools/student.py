@@ -20,6 +20,8 @@ import re
 import sys
 from pathlib import Path
 
+import nbformat
+
 from tools import build
 
 OUT = build.ROOT / "_build" / "student"
@@ -113,8 +115,6 @@ def student_notebook(path: Path):
     title = next(
         i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
     )
-    import nbformat
-
     note = nbformat.v4.new_markdown_cell(banner(path))
     note.id = "student-edition"
     nb.cells.insert(title + 1, note)
@@ -126,18 +126,15 @@ def fill(student, book):
     """The student edition with its stubs replaced by the book's solutions
     (as a student who solved everything would have it)."""
     filled = copy.deepcopy(student)
-    by_id = {c.id: c for c in book.cells}
+    answers = {book.cells[i].id: book.cells[i].source for i in solutions(book)}
     filled.cells = [c for c in filled.cells if c.id != "student-edition"]
     for cell in filled.cells:
-        if cell.id in by_id and cell.source != by_id[cell.id].source:
-            cell.source = by_id[cell.id].source
+        cell.source = answers.get(cell.id, cell.source)
     return filled
 
 
 def write(out: Path = OUT) -> list[Path]:
     """Write the student edition of every chapter to ``out``."""
-    import nbformat
-
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in build.chapters():
@@ -168,8 +165,6 @@ def link_line(path: Path) -> str:
 def sync_links(paths=None) -> list[Path]:
     """Write the student-edition line into each chapter's Exercises section
     (after its heading); return the chapters changed."""
-    import nbformat
-
     changed = []
     for path in paths or build.chapters():
         nb = build.read(path)
