@@ -85,6 +85,16 @@ bce_from_logits = Exercise(
             "or softplus(logit) - x · logit.",
         ),
         Mistake(
+            "softplus written as log1p(exp(l))",
+            lambda logits, x: (
+                (torch.log1p(torch.exp(logits)) - x * logits)
+                .flatten(1)
+                .mean(1)
+            ),
+            "exp(1000) overflows to inf: use F.softplus, which never forms "
+            "exp of a large logit.",
+        ),
+        Mistake(
             "BCE of the sigmoid, clamped",
             _bce_clamped,
             "F.binary_cross_entropy on sigmoid(logits) clamps each log at "
@@ -104,9 +114,9 @@ bce_from_logits = Exercise(
             "of each image, not over the whole batch.",
         ),
     ],
-    fallback="Per pixel the BCE is softplus(logit) - x · logit "
-    "(F.binary_cross_entropy_with_logits with reduction='none'); average it "
-    "over all dimensions but the first.",
+    fallback="Write the per-pixel BCE as a function of the logit alone "
+    "(log sigmoid(l) = -softplus(-l)); average over all dimensions but the "
+    "first.",
 )
 
 
@@ -198,9 +208,10 @@ principal_angles = Exercise(
             "take their arccos.",
         ),
     ],
-    fallback="Orthonormalize both bases (Q_a, Q_b from torch.linalg.qr), take "
-    "the singular values of Q_aᵀ Q_b, clamp them to at most 1 (rounding can "
-    "put them just above) and return their arccos, largest angle first.",
+    fallback="Try the plane z = 0 against the plane spanned by (1, 1, 0) and "
+    "(1, -1, 1): they share the line x = y, so the angles are arccos(2/√6) ≈ "
+    "0.615 and 0. Check that your bases are orthonormal, that a cosine a hair "
+    "above 1 cannot make arccos nan, and the order of the angles.",
     atol=1e-6,  # an arccos near 1 is accurate to about 1e-8 only
 )
 
@@ -305,8 +316,8 @@ rate_bits = Exercise(
             "sent), then average over the images.",
         ),
     ],
-    fallback="For each coordinate j: counts of every integer from the "
-    "smallest to the largest value in either set, counted on the training "
-    "codes, plus 1/2; p_j = counts / total; then average over the test codes "
-    "the sum over j of -log2 p_j(q_j).",
+    fallback="Count one coordinate's table by hand on a tiny example and "
+    "compare: its range covers both sets, its counts come from the training "
+    "codes only, every value gets half a count, and the bits (base 2) are "
+    "summed over the coordinates before the mean over the codes.",
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from vaecourse.chapters.kl import gaussian_kl_standard
 from vaecourse.checks import Exercise, Mistake
@@ -44,6 +45,13 @@ def _beta_loss(x, logits, mu, logvar, beta):
 def _beta_loss_through_probabilities(x, logits, mu, logvar, beta):
     p = torch.sigmoid(logits)
     distortion = -(x * torch.log(p) + (1 - x) * torch.log(1 - p)).sum(-1)
+    return (distortion + beta * _rate(mu, logvar)).mean()
+
+
+def _beta_loss_bce_of_sigmoid(x, logits, mu, logvar, beta):
+    distortion = F.binary_cross_entropy(
+        torch.sigmoid(logits), x, reduction="none"
+    ).sum(-1)  # log 0 clamped to -100
     return (distortion + beta * _rate(mu, logvar)).mean()
 
 
@@ -152,112 +160,21 @@ beta_vae_loss = Exercise(
             "(vaecourse.prob.log_bernoulli, or "
             "F.binary_cross_entropy_with_logits), never from probabilities.",
         ),
+        Mistake(
+            "F.binary_cross_entropy on sigmoid(logits)",
+            _beta_loss_bce_of_sigmoid,
+            "F.binary_cross_entropy on sigmoid(logits) clamps log 0 to −100: "
+            "for a logit of 40 the true cost is 40, not 100; use the logits "
+            "(F.binary_cross_entropy_with_logits).",
+        ),
     ],
-    fallback="The distortion is the binary cross-entropy summed over the "
-    "pixels of each image, the rate the closed-form KL summed over the latent "
-    "dimensions; the loss is the batch mean of D + β R.",
+    fallback="Compute D and R for each image on its own first and check them "
+    "on the case where q is the prior (R = 0); both are in nats per image, "
+    "and the loss is one number for the batch.",
 )
 
 
-# 2. The Gaussian decoder's distortion ---------------------------------------
-
-
-def _gaussian_distortion(x, mean, sigma):
-    d = x.shape[-1]
-    squared = ((x - mean) ** 2).sum(-1)
-    return squared / (2 * sigma**2) + d / 2 * math.log(2 * math.pi * sigma**2)
-
-
-def _squared(x, mean):
-    return ((x - mean) ** 2).sum(-1)
-
-
-def _grey(*shape):
-    return _uniform(*shape)
-
-
-_x_same = _grey(2, 784)
-
-gaussian_distortion = Exercise(
-    name="gaussian_distortion",
-    question="The distortion −log N(x; x̂, σ² I) of a Gaussian decoder, per "
-    "image, in nats.",
-    reference=_gaussian_distortion,
-    cases=[
-        (_grey(3, 784), _grey(3, 784), 0.3),
-        (_grey(2, 784), _grey(2, 784), 1 / math.sqrt(2)),
-        (_x_same, _x_same.clone(), 0.1),
-        (_grey(2, 3, 784), _grey(2, 3, 784), 0.05),
-        (_grey(2, 4), _grey(2, 4), 2.0),
-    ],
-    labels=[
-        "3 images of 784 grey pixels, σ = 0.3",
-        "2 images, σ = 1/√2 (β = 1 with the summed squared error)",
-        "a perfect reconstruction (x̂ = x), σ = 0.1",
-        "a batch of shape (2, 3, 784), σ = 0.05",
-        "2 toy images of 4 pixels, σ = 2",
-    ],
-    mistakes=[
-        Mistake(
-            "the normalizing constant left out",
-            lambda x, mean, sigma: _squared(x, mean) / (2 * sigma**2),
-            "You left out the normalizing constant (d/2) log(2πσ²), d the "
-            "number of pixels: it does not change the gradients for a fixed "
-            "σ, but without it the distortion is not −log p(x|z), and a "
-            "perfect reconstruction would cost 0 nats.",
-        ),
-        Mistake(
-            "σ for σ² under the squared error",
-            lambda x, mean, sigma: (
-                _squared(x, mean) / (2 * sigma)
-                + x.shape[-1] / 2 * math.log(2 * math.pi * sigma**2)
-            ),
-            "The squared error is divided by 2σ², twice the variance, not by "
-            "2σ.",
-        ),
-        Mistake(
-            "the ½ of the squared error left out",
-            lambda x, mean, sigma: (
-                _squared(x, mean) / sigma**2
-                + x.shape[-1] / 2 * math.log(2 * math.pi * sigma**2)
-            ),
-            "Check the factor of the squared error: the Gaussian's exponent "
-            "is −(x − x̂)² / (2σ²), with a ½.",
-        ),
-        Mistake(
-            "σ for σ² in the constant",
-            lambda x, mean, sigma: (
-                _squared(x, mean) / (2 * sigma**2)
-                + x.shape[-1] / 2 * math.log(2 * math.pi * sigma)
-            ),
-            "The constant is (d/2) log(2πσ²), with the variance inside the "
-            "log (or d log σ + (d/2) log 2π).",
-        ),
-        Mistake(
-            "averaged over the pixels",
-            lambda x, mean, sigma: (
-                _gaussian_distortion(x, mean, sigma) / x.shape[-1]
-            ),
-            "Sum over the pixels of each image, do not average: the "
-            "distortion is in nats per image, like the rate it is weighed "
-            "against.",
-        ),
-        Mistake(
-            "784 pixels whatever the image",
-            lambda x, mean, sigma: (
-                _squared(x, mean) / (2 * sigma**2)
-                + 784 / 2 * math.log(2 * math.pi * sigma**2)
-            ),
-            "Count the pixels from x (its last dimension) instead of writing "
-            "784: the constant is d/2 log(2πσ²) for images of d pixels.",
-        ),
-    ],
-    fallback="−log N(x; x̂, σ² I) = Σ (x − x̂)² / (2σ²) + (d/2) log(2πσ²), the "
-    "sum over the d pixels of the last dimension.",
-)
-
-
-# 3. The mutual information between x and z under the encoder ---------------
+# 2. The mutual information between x and z under the encoder ---------------
 
 
 def _log_q_matrix(z, mu, logvar):
@@ -385,7 +302,172 @@ mutual_information = Exercise(
             "exp(logvar) is the variance.",
         ),
     ],
-    fallback="Draw z_n = μ_n + σ_n ε_n; with log q(z_n | x_m) summed over "
-    "the dimensions, the estimate is the mean over n of log q(z_n | x_n) − "
-    "[logsumexp_m log q(z_n | x_m) − log N].",
+    fallback="Build the N × N matrix of log q(z_n | x_m), each summed over "
+    "the latent dimensions: its diagonal gives log q(z_n | x_n), and each "
+    "row, averaged in logs, the mixture at z_n.",
+)
+
+
+# 3. The total correlation of the aggregate posterior (β-TCVAE) -------------
+
+
+def _log_q_per_dimension(z, mu, logvar):
+    """log q(z_nj | x_m) for every pair (n, m) and dimension j: (N, N, d)."""
+    return log_normal(z[:, None, :], mu[None], logvar[None])
+
+
+def _tc_terms(mu, logvar, eps, sd=None):
+    """The samples' log q(z_n | x_m) per dimension, and log N."""
+    sd = torch.exp(0.5 * logvar) if sd is None else sd
+    z = mu + sd * eps
+    return z, _log_q_per_dimension(z, mu, logvar), math.log(len(mu))
+
+
+def _total_correlation(mu, logvar, eps):
+    _, per_dim, log_n = _tc_terms(mu, logvar, eps)
+    log_joint = torch.logsumexp(per_dim.sum(-1), 1) - log_n  # log q(z_n)
+    log_marginals = (torch.logsumexp(per_dim, 1) - log_n).sum(-1)
+    return (log_joint - log_marginals).mean()
+
+
+def _tc_joint_per_dimension(mu, logvar, eps):
+    _, per_dim, log_n = _tc_terms(mu, logvar, eps)
+    log_joint = (torch.logsumexp(per_dim, 1) - log_n).sum(-1)
+    log_marginals = (torch.logsumexp(per_dim, 1) - log_n).sum(-1)
+    return (log_joint - log_marginals).mean()
+
+
+def _tc_no_log_n(mu, logvar, eps):
+    _, per_dim, _ = _tc_terms(mu, logvar, eps)
+    log_joint = torch.logsumexp(per_dim.sum(-1), 1)
+    log_marginals = torch.logsumexp(per_dim, 1).sum(-1)
+    return (log_joint - log_marginals).mean()
+
+
+def _tc_prior(mu, logvar, eps):
+    z, per_dim, log_n = _tc_terms(mu, logvar, eps)
+    log_joint = torch.logsumexp(per_dim.sum(-1), 1) - log_n
+    return (log_joint - log_standard_normal(z).sum(-1)).mean()
+
+
+def _tc_own_posterior(mu, logvar, eps):
+    z, per_dim, log_n = _tc_terms(mu, logvar, eps)
+    log_own = log_normal(z, mu, logvar).sum(-1)
+    log_marginals = (torch.logsumexp(per_dim, 1) - log_n).sum(-1)
+    return (log_own - log_marginals).mean()
+
+
+def _tc_wrong_axis(mu, logvar, eps):
+    _, per_dim, log_n = _tc_terms(mu, logvar, eps)
+    log_joint = torch.logsumexp(per_dim.sum(-1), 0) - log_n
+    log_marginals = (torch.logsumexp(per_dim, 0) - log_n).sum(-1)
+    return (log_joint - log_marginals).mean()
+
+
+def _tc_naive_exp(mu, logvar, eps):
+    _, per_dim, _ = _tc_terms(mu, logvar, eps)
+    joint = torch.exp(per_dim.sum(-1)).mean(1)
+    marginals = torch.exp(per_dim).mean(1)
+    return (torch.log(joint) - torch.log(marginals).sum(-1)).mean()
+
+
+def _tc_variance_as_sd(mu, logvar, eps):
+    _, per_dim, log_n = _tc_terms(mu, logvar, eps, sd=torch.exp(logvar))
+    log_joint = torch.logsumexp(per_dim.sum(-1), 1) - log_n
+    log_marginals = (torch.logsumexp(per_dim, 1) - log_n).sum(-1)
+    return (log_joint - log_marginals).mean()
+
+
+_tight = torch.full((9, 2), math.log(0.01**2), dtype=f64)
+_grid = torch.tensor(
+    [[a, b] for a in (-2.0, 0.0, 2.0) for b in (-2.0, 0.0, 2.0)], dtype=f64
+)
+_diagonal = torch.linspace(-2, 2, 9, dtype=f64)[:, None].expand(9, 2).clone()
+
+total_correlation = Exercise(
+    name="total_correlation",
+    question="A minibatch estimate of the total correlation KL(q(z) ‖ Π_j "
+    "q(z_j)) of the aggregate posterior (the term β-TCVAE weighs), in nats.",
+    reference=_total_correlation,
+    cases=[
+        (_normal(8, 3), _normal(8, 3) - 1, _normal(8, 3)),
+        (_mu_same, _logvar_same, _normal(6, 3)),
+        (_grid, _tight, _normal(9, 2)),
+        (_diagonal, _tight, _normal(9, 2)),
+        (
+            10 * _normal(4, 100),
+            torch.full((4, 100), -20.0, dtype=f64),
+            _normal(4, 100),
+        ),
+    ],
+    labels=[
+        "8 images, 3 latent dimensions",
+        "6 images with the same posterior (q(z) is one Gaussian with "
+        "independent dimensions: TC = 0)",
+        "9 tight posteriors (σ = 0.01) whose means lie on a 3 × 3 grid",
+        "9 tight posteriors whose means lie along the diagonal z_1 = z_2",
+        "4 images with tight posteriors far apart, 100 dimensions "
+        "(log-densities of hundreds of nats)",
+    ],
+    mistakes=[
+        Mistake(
+            "the joint as a product of per-dimension mixtures",
+            _tc_joint_per_dimension,
+            "Your estimate is 0 whatever the codes: q(z) is a mixture of N "
+            "Gaussians in d dimensions, so sum the log-densities over the "
+            "dimensions before the logsumexp over the images; only the "
+            "marginals q(z_j) take one mixture per dimension.",
+        ),
+        Mistake(
+            "log N left out",
+            _tc_no_log_n,
+            "Each mixture is a mean of N densities, not their sum: subtract "
+            "log N from every logsumexp, once for q(z) and once per dimension "
+            "for the marginals (they do not cancel: d − 1 of them remain).",
+        ),
+        Mistake(
+            "the prior instead of the marginals",
+            _tc_prior,
+            "That estimates KL(q(z) ‖ p(z)), how far the aggregate posterior "
+            "is from the prior; the total correlation compares q(z) with the "
+            "product of its own marginals q(z_j) = (1/N) Σ_m q(z_j | x_m).",
+        ),
+        Mistake(
+            "the own posterior instead of q(z)",
+            _tc_own_posterior,
+            "log q(z_n | x_n) is one image's posterior; q(z) is the mixture "
+            "(1/N) Σ_m q(z_n | x_m) over the batch. Yours adds the mutual "
+            "information of exercise 5 to the total correlation.",
+        ),
+        Mistake(
+            "the sign flipped",
+            lambda mu, logvar, eps: -_total_correlation(mu, logvar, eps),
+            "TC = KL(q(z) ‖ Π_j q(z_j)) = E[log q(z) − Σ_j log q(z_j)]: the "
+            "joint first, the product of the marginals second.",
+        ),
+        Mistake(
+            "the mixtures taken over the samples",
+            _tc_wrong_axis,
+            "For each sample z_n, average q(z_n | x_m) over the images m (the "
+            "components of the mixture); you averaged over the samples z_n "
+            "for a fixed image.",
+        ),
+        Mistake(
+            "exp and log without logsumexp",
+            _tc_naive_exp,
+            "A log-density of hundreds of nats overflows exp (or underflows "
+            "to 0): average the densities in logs, with torch.logsumexp over "
+            "the images minus log N.",
+        ),
+        Mistake(
+            "the variance used as the standard deviation",
+            _tc_variance_as_sd,
+            "The samples are z = μ + σ ε with σ = exp(logvar / 2): "
+            "exp(logvar) is the variance.",
+        ),
+    ],
+    fallback="Start from exercise 5's matrix of log q(z_n | x_m), but keep "
+    "the latent dimensions apart, shape (N, N, d): the joint mixture sums "
+    "over d before averaging over the images, each marginal averages one "
+    "dimension on its own.",
 )

@@ -150,8 +150,10 @@ frechet_from_features = Exercise(
             "sets have distance 0.",
         ),
     ],
-    fallback="Fit mu and Σ (dividing by n - 1) to each set, then ‖mu1 - "
-    "mu2‖² + tr(Σ1) + tr(Σ2) - 2 tr (Σ1 Σ2)^{1/2}.",
+    fallback="Check the Gaussians you fit first: each mean has d numbers, "
+    "each covariance is d × d and divides by n − 1 (compare with "
+    "metrics.feature_statistics); then check that two copies of one set are "
+    "at distance 0.",
 )
 
 
@@ -257,9 +259,9 @@ kernel_distance = Exercise(
             "the off-diagonal sum by n(n - 1).",
         ),
     ],
-    fallback="Average k over the pairs i ≠ j within a, and within b, and over "
-    "all pairs between a and b; the estimate is the two within-set averages "
-    "minus twice the cross one.",
+    fallback="Compute the three kernel matrices first (n × n, m × m and "
+    "n × m) and check one entry of each by hand; then count how many pairs "
+    "each average is over.",
 )
 
 
@@ -365,6 +367,7 @@ ratio_of_means = Exercise(
             "the second's.",
         ),
     ],
-    fallback="r = mean(a) / mean(b), and se(r) = r √((se_a / mean(a))² + "
-    "(se_b / mean(b))²) with se = s / √n and s dividing by n - 1.",
+    fallback="Compute each mean's standard error on its own first and "
+    "compare it with a hand calculation on three numbers; then combine the "
+    "two as the question's formula says.",
 )

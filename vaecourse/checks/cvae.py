@@ -99,8 +99,9 @@ class_posterior = Exercise(
             "you).",
         ),
     ],
-    fallback="By Bayes's rule, p(y|x) = p(x|y) p(y) / Σ_y' p(x|y') p(y'): in "
-    "logs, add log_prior to log_lik and normalize over the last dimension.",
+    fallback="Work in logs: log p(x|y) + log p(y) is log p(y|x) up to a "
+    "constant per image, and the constant is whatever makes the "
+    "probabilities sum to 1 over the classes.",
 )
 
 
@@ -133,6 +134,11 @@ def _kl_variance_ratio_inverted(mu, logvar, y, prior_mu, prior_logvar):
         - logvar
     )
     return kl.sum(-1)
+
+
+def _kl_first_rows(mu, logvar, y, prior_mu, prior_logvar):
+    b = len(y)
+    return gaussian_kl(mu, logvar, prior_mu[:b], prior_logvar[:b]).sum(-1)
 
 
 def _kl_mean_not_scaled(mu, logvar, y, prior_mu, prior_logvar):
@@ -232,6 +238,12 @@ conditional_prior_kl = Exercise(
             "the prior's variance: (μ − m)² / s².",
         ),
         Mistake(
+            "the first B rows of the prior tables",
+            _kl_first_rows,
+            "Image b is compared with the prior of its own class, row y[b] of "
+            "prior_mu and prior_logvar (index them with y), not with row b.",
+        ),
+        Mistake(
             "averaged over the latent dimensions",
             lambda mu, logvar, y, prior_mu, prior_logvar: gaussian_kl(
                 mu, logvar, prior_mu[y], prior_logvar[y]
@@ -240,9 +252,9 @@ conditional_prior_kl = Exercise(
             "Gaussians is the sum of the KLs of their dimensions.",
         ),
     ],
-    fallback="Pick the prior of each image's class, m = prior_mu[y] and "
-    "log s² = prior_logvar[y], then sum ½ (σ²/s² + (μ − m)²/s² − 1 + log s² "
-    "− log σ²) over the latent dimensions.",
+    fallback="Derive KL(N(μ, σ²) ‖ N(m, s²)) for one dimension (the KL "
+    "chapter does it for the standard normal), check it is 0 when the two "
+    "are equal, then give each image the m and s² of its own class.",
 )
 
 
@@ -359,6 +371,7 @@ unlabelled_bound = Exercise(
             "nan: compute log q(y|x) with torch.log_softmax.",
         ),
     ],
-    fallback="With log q = log_softmax(class_logits) over the classes, sum "
-    "q · (neg_elbo + log C + log q) over the last dimension.",
+    fallback="Both terms are expectations under q(y|x): write each as a sum "
+    "over the classes (the last dimension) weighted by q(y|x), with log "
+    "q(y|x) from the logits.",
 )

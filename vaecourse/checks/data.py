@@ -51,6 +51,7 @@ masking_noise_from_scores = Exercise(
     cases=[
         (_uniform(2, 1, 28, 28, low=0.1), 0.7, _uniform(2, 1, 28, 28)),
         (_uniform(3, 10, low=0.1), 0.37, _uniform(3, 10)),
+        (_uniform(3, 10, low=0.1), 0.33, _uniform(3, 10)),
         (_uniform(4, 6, low=0.1), 0.25, _uniform(4, 6)),
         (_uniform(2, 5, low=0.1), 0.0, _uniform(2, 5)),
         (_uniform(2, 5, low=0.1), 1.0, _uniform(2, 5)),
@@ -58,6 +59,7 @@ masking_noise_from_scores = Exercise(
     labels=[
         "two images of shape (1, 28, 28), ν = 0.7 (ν d = 548.8)",
         "3 images of 10 pixels, ν = 0.37 (ν d = 3.7)",
+        "3 images of 10 pixels, ν = 0.33 (ν d = 3.3)",
         "4 images of 6 pixels, ν = 0.25 (ν d = 1.5)",
         "ν = 0 (nothing destroyed)",
         "ν = 1 (every pixel destroyed)",
@@ -70,6 +72,14 @@ masking_noise_from_scores = Exercise(
             ),
             "Did you round ν d down (int() or //)? The book destroys "
             "round(ν d) pixels per image: 548.8 becomes 549, not 548.",
+        ),
+        Mistake(
+            "rounded up",
+            lambda images, nu, scores: _destroy(
+                images, scores, math.ceil(nu * images[0].numel())
+            ),
+            "Did you round ν d up (math.ceil)? The book destroys round(ν d) "
+            "pixels: 3.3 becomes 3.",
         ),
         Mistake(
             "independent coin flips",
@@ -101,9 +111,9 @@ masking_noise_from_scores = Exercise(
             "exercise fixes it so that your mask is the reference's.",
         ),
     ],
-    fallback="Flatten to (N, d), take the indices of the round(ν d) largest "
-    "scores of each row with topk(k, dim=1), set those pixels to 0 and "
-    "reshape back to the images' shape.",
+    fallback="Try it on one small image you can print: it must lose exactly "
+    "round(ν d) pixels, those with the largest scores in its own row of the "
+    "flattened (N, d) scores, and come back in the images' shape.",
 )
 
 
@@ -116,6 +126,12 @@ def _entropy(x):
 
 
 def _entropy_naive(x):
+    h = -(x * torch.log(x) + (1 - x) * torch.log(1 - x))
+    return h.flatten(1).sum(1)
+
+
+def _entropy_clamped(x):
+    x = x.clamp(1e-6, 1 - 1e-6)  # keeps the logs finite, but not exact
     h = -(x * torch.log(x) + (1 - x) * torch.log(1 - x))
     return h.flatten(1).sum(1)
 
@@ -157,6 +173,12 @@ binarization_entropy = Exercise(
             "0 log 0 = 0: use torch.xlogy(x, x).",
         ),
         Mistake(
+            "clamped away from 0 and 1",
+            _entropy_clamped,
+            "Clamping or adding ε leaves a small error at pixels that are "
+            "exactly 0 or 1; use torch.xlogy.",
+        ),
+        Mistake(
             "in bits",
             lambda x: _entropy(x) / math.log(2),
             "The book measures in nats: use the natural logarithm, not "
@@ -183,8 +205,9 @@ binarization_entropy = Exercise(
             "dimension but the first.",
         ),
     ],
-    fallback="Per pixel, H(x) = -x log x - (1 - x) log(1 - x) with "
-    "0 log 0 = 0 (torch.xlogy); sum it over all dimensions but the first.",
+    fallback="Per pixel, H(x) = -x log x - (1 - x) log(1 - x) exactly, with "
+    "0 log 0 = 0 (torch.xlogy, no clamping); sum it over all dimensions but "
+    "the first.",
 )
 
 
@@ -276,6 +299,8 @@ class_chi_square = Exercise(
             "dimension (the classes) only.",
         ),
     ],
-    fallback="With n = counts.sum(-1, keepdim=True) and expected = "
-    "n · shares, sum (counts - expected)² / expected over the classes.",
+    fallback="Compare with the formula on one row you can work out by hand: "
+    "the expected count n s_c uses that row's own total n (keepdim=True keeps "
+    "it broadcastable), each squared difference is divided by its expected "
+    "count, and the sum runs over the classes only.",
 )

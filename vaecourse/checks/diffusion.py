@@ -59,11 +59,21 @@ def _ddpm_mean(x_t, eps_hat, t, t_prev, alpha_bar):
     return (x_t - beta / (1 - alpha_bar[t]).sqrt() * eps_hat) / alpha.sqrt()
 
 
+def _ddim_shifted(x_t, eps_hat, t, t_prev, alpha_bar):
+    # alpha_bar indexed as if it began at step 1 (t_prev - 1 = -1 wraps)
+    ab_t, ab_prev = alpha_bar[t - 1], alpha_bar[t_prev - 1]
+    x0_hat = _x0_hat(x_t, eps_hat, ab_t)
+    return ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps_hat
+
+
 def _ddim_clipped(x_t, eps_hat, t, t_prev, alpha_bar):
     ab_prev = alpha_bar[t_prev]
     x0_hat = _x0_hat(x_t, eps_hat, alpha_bar[t]).clamp(-1, 1)
     return ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps_hat
 
+
+_ONE_STEP = (_normal(4, 6), _normal(4, 6), 50, 49, _COSINE)
+_JUMP = (_normal(4, 6), _normal(4, 6), 200, 150, _COSINE)
 
 ddim_step = Exercise(
     name="ddim_step",
@@ -72,15 +82,15 @@ ddim_step = Exercise(
     "same noise.",
     reference=_ddim_step,
     cases=[
-        (_normal(4, 6), _normal(4, 6), 50, 49, _COSINE),
-        (_normal(4, 6), _normal(4, 6), 200, 150, _COSINE),
+        _JUMP,
+        _ONE_STEP,
         (_normal(3, 5), _normal(3, 5), 10, 0, _COSINE),
         (_normal(2, 1, 4, 4), _normal(2, 1, 4, 4), 120, 100, _LINEAR),
         (_normal(3, 5), torch.zeros(3, 5, dtype=f64), 80, 40, _LINEAR),
     ],
     labels=[
-        "the cosine schedule, one step back: t = 50, t_prev = 49",
         "the cosine schedule, a jump of 50 steps: t = 200, t_prev = 150",
+        "the cosine schedule, one step back: t = 50, t_prev = 49",
         "the cosine schedule, the last jump: t = 10, t_prev = 0",
         "the linear schedule, images of shape (2, 1, 4, 4), t = 120, "
         "t_prev = 100",
@@ -110,8 +120,9 @@ ddim_step = Exercise(
         Mistake(
             "the DDPM mean",
             _ddpm_mean,
-            "That is the mean of the chapter's ancestral (DDPM) step, "
-            "equation (ddpm-mean), which goes one step back; the DDIM step "
+            "That is the mean of the chapter's ancestral (DDPM) step, the "
+            "chapter's p_mean without clipping, which goes one step back; the "
+            "DDIM step "
             "puts x0_hat and the same eps_hat together at the noise level "
             "of t_prev.",
         ),
@@ -121,10 +132,15 @@ ddim_step = Exercise(
             "Do not clip x0_hat to [-1, 1] here: the exercise asks for the "
             "plain update (the chapter's sampler clips as an extra).",
         ),
+        Mistake(
+            "alpha_bar indexed from step 1",
+            _ddim_shifted,
+            "alpha_bar[0] is ᾱ_0 = 1: index with t and t_prev themselves.",
+        ),
     ],
-    fallback="x0_hat = (x_t - sqrt(1 - ab_t) eps_hat) / sqrt(ab_t), then "
-    "sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev) eps_hat, with ab_t = "
-    "alpha_bar[t] and ab_prev = alpha_bar[t_prev].",
+    fallback="Test your step with eps_hat the true noise: from x_t = "
+    "sqrt(ab_t) x0 + sqrt(1 - ab_t) eps it must land exactly on "
+    "sqrt(ab_prev) x0 + sqrt(1 - ab_prev) eps, for any t_prev < t.",
 )
 
 
@@ -135,6 +151,14 @@ def _optimal_eps(x_t, alpha_bar_t, mean, var):
     # E[eps | x_t] = Cov(eps, x_t) / Var(x_t) (x_t - E[x_t]), per pixel
     a = alpha_bar_t
     return (1 - a).sqrt() * (x_t - a.sqrt() * mean) / (a * var + 1 - a)
+
+
+def _eps_through_x0(x_t, alpha_bar_t, mean, var):
+    a = alpha_bar_t
+    x0_mean = mean + a.sqrt() * var / (a * var + 1 - a) * (
+        x_t - a.sqrt() * mean
+    )
+    return (x_t - a.sqrt() * x0_mean) / (1 - a).sqrt()  # 0 / 0 at a = 1
 
 
 def _scalar(value):
@@ -211,10 +235,17 @@ optimal_noise_prediction = Exercise(
             "E[x_t] = sqrt(alpha_bar_t) mean: the signal is scaled by the "
             "square root of alpha_bar_t.",
         ),
+        Mistake(
+            "through E[x0 | x_t], divided by sqrt(1 - alpha_bar)",
+            _eps_through_x0,
+            "At ᾱ_t = 1 your formula divides by √(1 − ᾱ_t) = 0; write it as "
+            "Cov/Var · (x_t − E[x_t]), which gives 0 there.",
+        ),
     ],
-    fallback="eps and x_t are jointly Gaussian: E[eps | x_t] = Cov(eps, "
-    "x_t) / Var(x_t) · (x_t - E[x_t]), with Cov = sqrt(1 - ab), Var = ab var "
-    "+ 1 - ab and E[x_t] = sqrt(ab) mean.",
+    fallback="Work out the three moments the formula needs, E[x_t], "
+    "Var(x_t) and Cov(eps, x_t), from x_t = sqrt(ab) x0 + sqrt(1 - ab) eps "
+    "with x0 and eps independent, then check the two cases the question "
+    "names.",
 )
 
 
@@ -272,6 +303,20 @@ def _ll_naive(x0, mean, logvar):
         ),
     )
     return log_p.flatten(1).sum(1)
+
+
+def _ll_clamped(x0, mean, logvar):
+    """Ho et al.'s code style: probabilities clamped at 1e-12 before the
+    log."""
+    std = torch.exp(0.5 * logvar)
+    cdf_hi = torch.special.ndtr((x0 + _HALF_BIN - mean) / std)
+    cdf_lo = torch.special.ndtr((x0 - _HALF_BIN - mean) / std)
+    p = torch.where(
+        x0 < -0.999,
+        cdf_hi,
+        torch.where(x0 > 0.999, 1 - cdf_lo, cdf_hi - cdf_lo),
+    )
+    return p.clamp(min=1e-12).log().flatten(1).sum(1)
 
 
 def _levels(*shape, low=1, high=254):
@@ -374,8 +419,16 @@ discretized_gaussian_log_likelihood = Exercise(
             "pixels are independent given the mean, so their probabilities "
             "multiply.",
         ),
+        Mistake(
+            "probabilities clamped at 1e-12",
+            _ll_clamped,
+            "Clamping the probability at 1e-12 keeps the log finite but caps "
+            "it at −27.6 nats per pixel; log_ndtr gives the true value in the "
+            "tails.",
+        ),
     ],
-    fallback="Per pixel: log(Phi(hi) - Phi(lo)) with lo, hi = (x0 ∓ 1/255 - "
-    "mean) / exp(logvar / 2); at x0 = -1 log Phi(hi), at x0 = 1 log(1 - "
-    "Phi(lo)); then the sum over each image's pixels.",
+    fallback="Check one pixel against a direct computation of the Gaussian's "
+    "mass on its bin (the difference of two ndtr values) where that is "
+    "accurate, then make the three kinds of bin (−1, 1, inner) finite in the "
+    "tails by working with log_ndtr.",
 )

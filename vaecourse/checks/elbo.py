@@ -127,7 +127,8 @@ gaussian_decoder_elbo = Exercise(
             "a per-pixel mean",
             _elbo_pixel_mean,
             "Sum log p(x|z) over the pixels, do not average: a per-pixel mean "
-            "is 784 times smaller and upsets the balance with the KL term.",
+            "is d times (784 for MNIST) smaller and upsets the balance with "
+            "the KL term.",
         ),
         Mistake(
             "sigma2 used as a standard deviation",
@@ -156,8 +157,14 @@ gaussian_decoder_elbo = Exercise(
             "summed over the draws",
             _elbo_summed_over_draws,
             "Average the reconstruction term over the L draws (the first "
-            "dimension of mean): it estimates an expectation, so more draws "
-            "must not make it larger.",
+            "dimension of mean): it estimates an expectation, so it must not "
+            "scale with L.",
+        ),
+        Mistake(
+            "the negative ELBO (the loss)",
+            lambda *args: -_gaussian_elbo(*args),
+            "You returned the negative ELBO (the loss); the ELBO is "
+            "E_q[log p(x|z)] - KL.",
         ),
         Mistake(
             "averaged over the batch",
@@ -166,8 +173,10 @@ gaussian_decoder_elbo = Exercise(
             "batch.",
         ),
     ],
-    fallback="Average -(d/2) log(2πσ²) - ‖x - mean‖² / (2σ²) over the draws, "
-    "then subtract ½ Σ_j (exp(logvar) + mu² - 1 - logvar).",
+    fallback="Check the two terms one at a time: log N(x; mean, σ² I), "
+    "normalizing constant included, summed over the d pixels and averaged "
+    "over the L draws (with mean = x only the constant is left), and the "
+    "closed-form KL of the KL chapter summed over the latent dimensions.",
 )
 
 
@@ -242,8 +251,8 @@ effective_sample_size = Exercise(
             "in iw_bound; the other dimensions are separate images.",
         ),
     ],
-    fallback="With S1 = logsumexp(log w) and S2 = logsumexp(2 log w) over the "
-    "first dimension, the effective sample size is exp(2 S1 - S2).",
+    fallback="Work in logarithms: log Σ w and log Σ w² with torch.logsumexp "
+    "over dim 0, then combine.",
 )
 
 
@@ -316,6 +325,8 @@ snis_posterior_mean = Exercise(
             "log-weights themselves are not weights.",
         ),
     ],
-    fallback="Normalise the weights with torch.softmax(log_w, 0), then sum "
-    "weight · z over the samples (the first dimension).",
+    fallback="Try equal log-weights first, where the answer is the plain "
+    "mean of the samples; then normalise the weights to sum to 1 over the "
+    "samples (the first dimension) without forming exp of a log-weight of "
+    "hundreds of nats.",
 )

@@ -115,9 +115,9 @@ jsd_from_logits = Exercise(
             "log(1 - D) = F.logsigmoid(-l) from the logits.",
         ),
     ],
-    fallback="V = mean log D(x) over the real logits + mean log(1 - "
-    "D(G(z))) over the fake ones, computed from logits; the estimate is "
-    "(log 4 + V) / 2.",
+    fallback="Check two cases by hand: every logit 0 (a coin flip) must give "
+    "0, and a perfect discriminator log 2; write log D and log(1 − D) from "
+    "the logits with F.logsigmoid.",
 )
 
 
@@ -129,6 +129,17 @@ def _smoothed_loss(real_logits, fake_logits, real_label):
     targets = torch.full_like(real_logits, real_label)
     real_term = F.binary_cross_entropy_with_logits(real_logits, targets)
     return real_term + F.softplus(fake_logits).mean()
+
+
+def _smoothed_concatenated(real_logits, fake_logits, real_label):
+    logits = torch.cat([real_logits.flatten(), fake_logits.flatten()])
+    targets = torch.cat(
+        [
+            torch.full((real_logits.numel(),), real_label),
+            torch.zeros(fake_logits.numel()),
+        ]
+    ).to(logits)
+    return F.binary_cross_entropy_with_logits(logits, targets)
 
 
 def _bce(logits, target):
@@ -202,10 +213,19 @@ smoothed_discriminator_loss = Exercise(
             "Average over the images of each batch, as the chapter's "
             "discriminator_loss does; a sum grows with the batch size.",
         ),
+        Mistake(
+            "one mean over the concatenated batch",
+            _smoothed_concatenated,
+            "One mean over the real and fake logits together (BCEWithLogits"
+            "Loss on torch.cat) is not the sum of the two means: with batches "
+            "of equal size it is half the loss, and with different sizes it "
+            "weights the larger batch more. Average each batch on its own, "
+            "then add.",
+        ),
     ],
-    fallback="The loss is the mean over real images of -[s log D + (1 - s) "
-    "log(1 - D)] plus the mean over fakes of -log(1 - D), with D = "
-    "sigmoid(logit), computed from logits.",
+    fallback="With real_label = 1 your function must give the chapter's "
+    "discriminator_loss; then change only the real images' target, and "
+    "write every logarithm from the logits.",
 )
 
 
@@ -244,6 +264,12 @@ def _gradient_penalty(critic, real, fake, u):
     x_hat = u * real + (1 - u) * fake
     norms, _ = _gradient_norms(critic, x_hat)
     return ((norms - 1) ** 2).mean()
+
+
+def _penalty_mean_score(critic, real, fake, u):
+    x_hat = (u * real + (1 - u) * fake).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).mean(), x_hat)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
 def _penalty_batch_norm(critic, real, fake, u):
@@ -324,8 +350,14 @@ gradient_penalty = Exercise(
             "The gradient is taken at the interpolates x̂ = u·real + (1 - "
             "u)·fake, between the two distributions, not at the real images.",
         ),
+        Mistake(
+            "the gradient of the mean score",
+            _penalty_mean_score,
+            "The gradient of the mean score scales every sample's gradient "
+            "by 1/B: take the gradient of the sum.",
+        ),
     ],
-    fallback="Form x̂ = u·real + (1 - u)·fake with requires_grad, take g = "
-    "torch.autograd.grad(critic(x̂).sum(), x̂), then the mean over samples of "
-    "(‖g_i‖ - 1)², each norm over all of a sample's numbers.",
+    fallback="Try the linear critic f(x) = w · x by hand: every gradient is "
+    "w, so the penalty is (‖w‖ − 1)². Make sure each row of your gradient "
+    "is one sample's, and that x̂ requires grad before the critic sees it.",
 )

@@ -96,8 +96,8 @@ sparsity_kl_gradient = Exercise(
             "slope is -ρ/ρ̂ + (1 - ρ)/(1 - ρ̂), and it is zero at ρ̂ = ρ.",
         ),
     ],
-    fallback="With ρ̂ = z.mean(0) and B = len(z), every code value z_nj gets "
-    "(-ρ/ρ̂_j + (1 - ρ)/(1 - ρ̂_j)) / B; return a tensor of z's shape.",
+    fallback="Differentiate in two steps: the slope of KL(ρ ‖ ρ̂_j) in ρ̂_j, "
+    "times ∂ρ̂_j/∂z_nj; compare with torch.autograd.grad on sparsity_kl.",
 )
 
 
@@ -135,6 +135,14 @@ tanh_contractive_penalty = Exercise(
             "tanh is 1 - tanh², so ∂z_j/∂x_i = (1 - z_j²) W_ji.",
         ),
         Mistake(
+            "tanh applied to the code again",
+            lambda z, weight: (
+                (1 - torch.tanh(z) ** 2) ** 2 @ (weight**2).sum(dim=1)
+            ),
+            "z is already the code tanh(Wx + b), not the pre-activation: the "
+            "slope of unit j is 1 - z_j², not 1 - tanh(z_j)².",
+        ),
+        Mistake(
             "the slope not squared",
             lambda z, weight: (1 - z**2) @ (weight**2).sum(dim=1),
             "Each entry of the Jacobian is (1 - z_j²) W_ji, and the penalty "
@@ -159,8 +167,9 @@ tanh_contractive_penalty = Exercise(
             "over the batch later.",
         ),
     ],
-    fallback="∂z_j/∂x_i = (1 - z_j²) W_ji, so ‖J‖²_F = Σ_j (1 - z_j²)² Σ_i "
-    "W_ji²: a (batch, k) tensor times a (k,) vector of squared row norms.",
+    fallback="Apply the chain rule to z_j = tanh(w_jᵀx + b_j), write tanh' in "
+    "terms of z_j, then sum the squares of all k × d entries; "
+    "jacobian_frobenius_sq checks it.",
 )
 
 
@@ -248,9 +257,9 @@ emphasized_bce = Exercise(
             "the loss ignore them.",
         ),
     ],
-    fallback="With weights = α · destroyed + β · (1 - destroyed), sum "
-    "weights · BCE(logits, x) per pixel (binary_cross_entropy_with_logits, "
-    "reduction='none') over everything and divide by the number of images.",
+    fallback="Give every pixel its weight (α where destroyed is 1, β where it "
+    "is 0), weight the per-pixel BCE against the clean x with it, and reduce "
+    "as the chapter's bce does: with α = β = 1 you must get bce(logits, x).",
 )
 
 # the reference reduces to the chapter's loss when α = β = 1

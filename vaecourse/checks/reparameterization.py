@@ -118,8 +118,9 @@ loo_score_gradient = Exercise(
             "estimate must not grow with n.",
         ),
     ],
-    fallback="With b_i = (Σ_j f_j - f_i)/(n - 1), average (f_i - b_i) ε_i/σ "
-    "and (f_i - b_i)(ε_i² - 1)/σ over the n samples.",
+    fallback="Compute the baselines b_i first and check that the f_i - b_i "
+    "sum to 0 over the samples; then write each score in terms of ε "
+    "(z - μ = σ ε), multiply, and average over the n samples.",
 )
 
 
@@ -197,8 +198,9 @@ cholesky_pathwise_gradient = Exercise(
             "single-sample estimate.",
         ),
     ],
-    fallback="Average the outer products ∇f(z_i) ε_iᵀ over the samples and "
-    "keep the lower triangle (torch.tril).",
+    fallback="Differentiate f(μ + L ε) with respect to one entry L_ab for a "
+    "single sample (the chain rule through z_a), then average over the "
+    "samples; the entries above the diagonal are not parameters of L.",
 )
 
 
@@ -281,6 +283,7 @@ gumbel_softmax_sample = Exercise(
             "dim=-1, so that each sample sums to 1 over its categories.",
         ),
     ],
-    fallback="With g = -log(-log u), the sample is softmax((logits + g) / τ) "
-    "over the last dimension.",
+    fallback="Check your Gumbel noise and the temperature on a case with "
+    "τ = 1 that you can work out by hand, then make sure a small τ cannot "
+    "overflow and that the categories run along the last dimension.",
 )

@@ -46,6 +46,11 @@ def _free_bits_batch_sum(mu, logvar, lam):
     return gaussian_kl_standard(mu, logvar).sum(0).clamp(min=lam).sum()
 
 
+def _free_bits_hinge(mu, logvar, lam):
+    per_dimension = gaussian_kl_standard(mu, logvar).mean(0)
+    return (per_dimension - lam).clamp(min=0).sum()
+
+
 def _free_bits_logvar_sign(mu, logvar, lam):
     kl = 0.5 * (torch.exp(logvar) + mu**2 - 1 + logvar)
     return kl.mean(0).clamp(min=lam).sum()
@@ -111,9 +116,18 @@ free_bits_kl = Exercise(
             "Check the sign of log σ² in the KL: it is "
             "½ (σ² + μ² - 1 - log σ²) per dimension.",
         ),
+        Mistake(
+            "the hinge max(0, KL - λ)",
+            _free_bits_hinge,
+            "max(λ, KL_j) = λ + max(0, KL_j − λ): yours drops the constant λ "
+            "per dimension; the gradients agree but the KL term's value does "
+            "not.",
+        ),
     ],
-    fallback="Compute gaussian_kl_standard(mu, logvar), average it over the "
-    "batch (dim 0), clamp each dimension at λ from below, and sum.",
+    fallback="Work out the KL of each latent dimension for each image first, "
+    "shape (B, k), and compare it with gaussian_kl_standard; then read the "
+    "formula again: where does the floor λ apply, and over what is the "
+    "result summed?",
 )
 
 
@@ -172,7 +186,8 @@ merge_log_means = Exercise(
             "the chunks' estimates averaged",
             _merge_mean,
             "Averaging the chunks' log-estimates gives (in expectation) the "
-            "bound of one chunk's size, looser than that of all K samples: "
+            "average of the bounds of the chunks' sizes, each looser than "
+            "that of all K samples: "
             "combine the weights themselves, Σ_c K_c exp(L_c), and take the "
             "log at the end.",
         ),
@@ -203,8 +218,9 @@ merge_log_means = Exercise(
             "nats, and log 0 = -inf: use torch.logsumexp.",
         ),
     ],
-    fallback="With L_c the chunks' estimates and K_c their sizes, return "
-    "logsumexp_c(L_c + log K_c) - log Σ_c K_c.",
+    fallback="Go back to the weights: what is the sum of chunk c's weights, "
+    "in terms of L_c and K_c? Add those sums over the chunks and divide by "
+    "K, staying in logs throughout.",
 )
 
 
@@ -232,6 +248,18 @@ def _calibrated_log_sd(x, mean):
     d = x.shape[-1]
     sd = ((x - mean) ** 2).mean(-1).sqrt()
     return 0.5 * d * (torch.log(2 * math.pi * sd) + 1)
+
+
+def _calibrated_var(x, mean):
+    d = x.shape[-1]
+    sigma2 = (x - mean).var(-1)  # centred, and divided by d - 1
+    return 0.5 * d * (torch.log(2 * math.pi * sigma2) + 1)
+
+
+def _calibrated_var_biased(x, mean):
+    d = x.shape[-1]
+    sigma2 = (x - mean).var(-1, correction=0)  # centred, divided by d
+    return 0.5 * d * (torch.log(2 * math.pi * sigma2) + 1)
 
 
 def _calibrated_shared(x, mean):
@@ -295,7 +323,23 @@ calibrated_gaussian_nll = Exercise(
             lambda x, mean: _calibrated_nll(x, mean) / x.shape[-1],
             "Return nats per image, summed over the d pixels, not per pixel.",
         ),
+        Mistake(
+            "torch.var of the residuals",
+            _calibrated_var,
+            "σ̂² is the mean of the squared residuals, ‖x − mean‖²/d; "
+            "torch.var subtracts the residuals' own mean (and divides by "
+            "d − 1), wrong when the reconstruction is off by a constant.",
+        ),
+        Mistake(
+            "torch.var of the residuals, dividing by d",
+            _calibrated_var_biased,
+            "σ̂² is the mean of the squared residuals, ‖x − mean‖²/d; "
+            "torch.var(correction=0) divides by d but still subtracts the "
+            "residuals' own mean first, wrong when the reconstruction is off "
+            "by a constant.",
+        ),
     ],
-    fallback="With σ_x² = ‖x - mean‖² / d (the mean over the pixels), the "
-    "negative log-likelihood is (d/2)(log(2π σ_x²) + 1).",
+    fallback="Write −log N(x; mean, σ² I) for one image as a function of σ², "
+    "find the σ² where its derivative is zero, and put it back: the result "
+    "depends on the image only through its squared error.",
 )

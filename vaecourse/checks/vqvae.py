@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vaecourse.chapters.vqvae import quantize, vq_losses
+from vaecourse.chapters.vqvae import quantize
 from vaecourse.checks import Exercise, Mistake
 
 _gen = torch.Generator().manual_seed(0)
@@ -21,124 +21,186 @@ def _simplex(*shape):
     return w / w.sum(-1, keepdim=True)
 
 
-# 1. The gradient of the codebook loss ---------------------------------------
+# 1. Residual quantization: S codebooks, each for what the last left over ----
 
 
-def _codebook_gradient(z_e, codebook):
-    """By autograd, through the chapter's quantize and vq_losses."""
-    codebook = codebook.detach().clone().requires_grad_(True)
-    z_q, _ = quantize(z_e.detach(), codebook)
-    codebook_loss, _ = vq_losses(z_e.detach(), z_q)
-    (grad,) = torch.autograd.grad(codebook_loss, codebook)
-    return grad
+def _residual_quantize(z_e, codebooks):
+    """By the chapter's quantize, one stage after the other."""
+    residual, z_q, indices = z_e, torch.zeros_like(z_e), []
+    for codebook in codebooks:
+        q, k = quantize(residual, codebook)
+        z_q = z_q + q
+        residual = residual - q
+        indices.append(k)
+    return z_q, torch.stack(indices)
 
 
-def _assigned(z_e, codebook):
-    """The cells as rows (N, D), the index each chose, and e - z per cell."""
-    cells = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
-    _, k = quantize(z_e, codebook)
-    k = k.flatten()
-    return cells, k, codebook[k] - cells
+def _rq_variant(z_e, codebooks, *, step, result="sum", stack=0, pick=None):
+    """Residual quantization with one slip: ``step(z_e, residual, q)`` gives
+    the next stage's input; ``result`` is "sum", "last" (the last stage's
+    entries) or "residual"; ``pick`` replaces quantize."""
+    pick = quantize if pick is None else pick
+    residual, z_q, q, indices = z_e, torch.zeros_like(z_e), None, []
+    for codebook in codebooks:
+        q, k = pick(residual, codebook)
+        z_q = z_q + q
+        residual = step(z_e, residual, q)
+        indices.append(k)
+    out = {"sum": z_q, "last": q, "residual": residual}[result]
+    return out, torch.stack(indices, dim=stack)
 
 
-def _scattered(codebook, k, rows):
-    """The rows added up per chosen entry: (K, D), zero for unchosen ones."""
-    return torch.zeros_like(codebook).index_add_(0, k, rows)
+def _subtract(z_e, residual, q):
+    return residual - q
 
 
-def _gradient_sum(z_e, codebook):  # no mean: the sum of squares
-    _, k, diff = _assigned(z_e, codebook)
-    return 2 * _scattered(codebook, k, diff)
+def _largest_inner_product(z_e, codebook):
+    """The entry best aligned with each cell: ‖e‖² left out."""
+    b, d, h, w = z_e.shape
+    cells = z_e.permute(0, 2, 3, 1).reshape(-1, d)
+    k = (cells @ codebook.T).argmax(1)
+    return codebook[k].view(b, h, w, d).permute(0, 3, 1, 2), k.view(b, h, w)
 
 
-def _gradient_per_cell(z_e, codebook):  # mean over the cells, not over D too
-    cells, k, diff = _assigned(z_e, codebook)
-    return 2 * _scattered(codebook, k, diff) / len(cells)
+def _quantize_no_permute(z_e, codebook):
+    """quantize with the cells read as reshape(-1, D), without permute."""
+    b, d, h, w = z_e.shape
+    cells = z_e.reshape(-1, d)
+    distances = ((cells[:, None, :] - codebook[None]) ** 2).sum(-1)
+    k = distances.argmin(1)
+    return codebook[k].reshape(b, d, h, w), k.view(b, h, w)
 
 
-def _gradient_per_entry(z_e, codebook):  # the mean over each entry's cells
-    cells, k, diff = _assigned(z_e, codebook)
-    counts = torch.bincount(k, minlength=len(codebook)).clamp(min=1)
-    total = _scattered(codebook, k, diff)
-    return 2 * total / counts[:, None] / z_e.shape[1]
+def _rq_same_input(z_e, codebooks):
+    return _rq_variant(z_e, codebooks, step=lambda z, r, q: z)
 
 
-def _gradient_every_entry(z_e, codebook):  # every entry pulled by every cell
-    cells = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
-    diff = codebook[:, None, :] - cells[None, :, :]  # (K, N, D)
-    return 2 * diff.sum(1) / cells.numel()
+def _rq_from_last(z_e, codebooks):
+    return _rq_variant(z_e, codebooks, step=lambda z, r, q: z - q)
 
 
-_entries_on = _normal(6, 3)
-_z_on = _entries_on[torch.tensor([0, 2, 2, 5, 1, 0, 5, 2])]  # 8 cells
-_z_on = _z_on.T.reshape(1, 3, 2, 4)  # (B, D, H, W), each cell on an entry
-# a codebook whose last 8 entries are far from every encoder output
-_z_dead = _normal(2, 3, 3, 3)
-_codebook_dead = torch.cat([_normal(4, 3), 50 + _normal(8, 3)])
+def _rq_last_only(z_e, codebooks):
+    return _rq_variant(z_e, codebooks, step=_subtract, result="last")
 
-codebook_gradient = Exercise(
-    name="codebook_gradient",
-    question="The gradient of the VQ-VAE's codebook loss with respect to the "
-    "codebook, in closed form.",
-    reference=_codebook_gradient,
+
+def _rq_residual(z_e, codebooks):
+    return _rq_variant(z_e, codebooks, step=_subtract, result="residual")
+
+
+def _rq_added(z_e, codebooks):
+    return _rq_variant(z_e, codebooks, step=lambda z, r, q: r + q)
+
+
+def _rq_stage_second(z_e, codebooks):
+    return _rq_variant(z_e, codebooks, step=_subtract, stack=1)
+
+
+def _rq_inner_product(z_e, codebooks):
+    return _rq_variant(
+        z_e, codebooks, step=_subtract, pick=_largest_inner_product
+    )
+
+
+def _rq_no_permute(z_e, codebooks):
+    return _rq_variant(
+        z_e, codebooks, step=_subtract, pick=_quantize_no_permute
+    )
+
+
+def _shrinking(stages, k, d, first=1.0):
+    """S codebooks of K entries, each at half the scale of the one before."""
+    return torch.stack([first * 0.5**s * _normal(k, d) for s in range(stages)])
+
+
+def _with_zero(codebooks):
+    """The same codebooks with the zero vector as their first entry."""
+    zero = torch.zeros(len(codebooks), 1, codebooks.shape[-1], dtype=f64)
+    return torch.cat([zero, codebooks], 1)
+
+
+_far_second = torch.stack([_normal(6, 2), 20 + _normal(6, 2)])
+
+residual_quantize = Exercise(
+    name="residual_quantize",
+    question="Residual vector quantization: S codebooks, each quantizing "
+    "what the stages before it left over; the sum of the chosen entries and "
+    "the S indices per cell.",
+    reference=_residual_quantize,
     cases=[
-        (_normal(2, 3, 2, 2), _normal(5, 3)),
-        (_z_dead, _codebook_dead),
-        (_z_on, _entries_on),
-        (_normal(4, 16, 7, 7), _normal(128, 16)),
+        (_normal(2, 3, 2, 3), _shrinking(3, 4, 3)),
+        (_normal(3, 2, 2, 2), _normal(1, 5, 2)),
+        (_normal(1, 2, 2, 2), _far_second),
+        (_normal(2, 3, 2, 2), _with_zero(_shrinking(3, 4, 3))),
+        (_normal(4, 16, 7, 7), _shrinking(3, 32, 16, first=0.5)),
     ],
     labels=[
-        "a batch of 2 grids of 2×2 cells, D = 3, K = 5 entries",
-        "K = 12 entries, 8 of them far from every output (no cell chooses "
-        "them)",
-        "every cell exactly on an entry",
-        "the chapter's shapes: 4 grids of 7×7 cells, D = 16, K = 128",
+        "2 grids of 2×3 cells, D = 3, S = 3 codebooks of K = 4 entries, each "
+        "at half the scale of the one before",
+        "one stage (S = 1): the chapter's quantize, 3 grids of 2×2 cells",
+        "S = 2, the second codebook far from every residual (its stage makes "
+        "the error larger)",
+        "S = 3 codebooks that each hold the zero vector (entry 0)",
+        "the chapter's grids: 4 grids of 7×7 cells, D = 16, S = 3 codebooks "
+        "of K = 32 entries",
     ],
     mistakes=[
         Mistake(
-            "the sign flipped",
-            lambda z_e, codebook: -_codebook_gradient(z_e, codebook),
-            "Check the sign: a gradient descent step e_k − lr · g must move "
-            "an entry towards the outputs that chose it, so g points from "
-            "them to e_k.",
+            "every stage quantizes z_e",
+            _rq_same_input,
+            "Each stage after the first quantizes the residual, what the "
+            "earlier stages left over (z_e minus the entries they chose), not "
+            "z_e itself.",
         ),
         Mistake(
-            "the 2 left out",
-            lambda z_e, codebook: _codebook_gradient(z_e, codebook) / 2,
-            "The derivative of (e − z)² with respect to e is 2 (e − z): you "
-            "left out the 2.",
+            "the residual of the last stage only",
+            _rq_from_last,
+            "Subtract every earlier stage's entry: after stage s the "
+            "residual is z_e − (e_1 + … + e_s), so update residual = "
+            "residual − q, not z_e − q.",
         ),
         Mistake(
-            "the sum, not the mean",
-            _gradient_sum,
-            "The codebook loss is a mean over all B·D·H·W numbers, as "
-            "F.mse_loss computes it: divide by their count.",
+            "the last stage's entries returned",
+            _rq_last_only,
+            "z_q is the sum of the entries chosen at all S stages, not the "
+            "entry of the last stage alone.",
         ),
         Mistake(
-            "the mean over the cells only",
-            _gradient_per_cell,
-            "Divide by the number of numbers B·D·H·W, not by the number of "
-            "cells B·H·W: F.mse_loss averages over every coordinate of every "
-            "cell.",
+            "the residual returned",
+            _rq_residual,
+            "That is what is left over, z_e − z_q: return the quantized "
+            "grid, the sum of the chosen entries.",
         ),
         Mistake(
-            "the mean over each entry's cells",
-            _gradient_per_entry,
-            "You averaged over the cells that chose each entry: that is the "
-            "direction of a k-means step, but the loss averages over all the "
-            "cells, so an entry chosen more often gets a larger gradient.",
+            "the entry added to the residual",
+            _rq_added,
+            "The residual is what the chosen entry leaves over: subtract it, "
+            "residual − q.",
         ),
         Mistake(
-            "every entry pulled by every cell",
-            _gradient_every_entry,
-            "A cell's term involves only the entry it chose: an entry that "
-            "no cell chose gets no gradient at all (that is why dead codes do "
-            "not move).",
+            "the indices stacked along dimension 1",
+            _rq_stage_second,
+            "Stack the stages' indices along a new first dimension, shape "
+            "(S, B, H, W): torch.stack(indices), not dim=1.",
+        ),
+        Mistake(
+            "the largest inner product",
+            _rq_inner_product,
+            "Nearest means the smallest ‖r − e‖² = ‖r‖² − 2 r·e + ‖e‖²: the "
+            "largest r·e alone leaves out ‖e‖², which differs between the "
+            "entries (quantize does it right).",
+        ),
+        Mistake(
+            "reshape without permute",
+            _rq_no_permute,
+            "z_e is (B, D, H, W): a cell's D numbers are along dim 1; permute "
+            "to (B, H, W, D) before reshape(-1, D), as quantize does, and "
+            "back after.",
         ),
     ],
-    fallback="With k_i the entry that cell i chose, the gradient for e_k is "
-    "2 Σ_{i: k_i = k} (e_k − z_i) / (B·D·H·W), and 0 for an entry no cell "
-    "chose.",
+    fallback="Check one stage on its own first: with S = 1 your function "
+    "must give quantize(z_e, codebooks[0]), with the indices in a tensor of "
+    "shape (1, B, H, W); then keep track of what is left over from stage to "
+    "stage.",
 )
 
 
@@ -200,6 +262,7 @@ def _positive(*shape):
 
 _idx_all = torch.tensor([0, 1, 2, 3, 0, 1, 1, 3])
 _idx_gap = torch.tensor([0, 0, 1, 3, 3, 3])  # entry 2 chosen by no cell
+_idx_last = torch.tensor([0, 0, 1, 2, 2, 2])  # the last entry, 3, by none
 
 ema_entries = Exercise(
     name="ema_entries",
@@ -217,6 +280,7 @@ ema_entries = Exercise(
         ),
         (_positive(4), _normal(4, 2), _normal(8, 2), _idx_all, 0.0),
         (_positive(4), _normal(4, 2), _normal(6, 2), _idx_gap, 0.5),
+        (_positive(4), _normal(4, 2), _normal(6, 2), _idx_last, 0.5),
         (
             _positive(128),
             _normal(128, 16),
@@ -229,6 +293,7 @@ ema_entries = Exercise(
         "K = 5 entries, 12 cells of D = 3, decay 0.9",
         "decay 0 (no memory), every entry chosen by at least one cell",
         "entry 2 chosen by no cell, decay 0.5",
+        "the last entry (3) chosen by no cell, decay 0.5",
         "K = 128, D = 16, the 196 cells of 4 images, decay 0.99 (the paper's)",
     ],
     mistakes=[
@@ -266,9 +331,10 @@ ema_entries = Exercise(
             "the counts and of the sums and take their ratio.",
         ),
     ],
-    fallback="With n_k the number of cells that chose entry k and s_k the sum "
-    "of those cells: counts ← γ counts + (1 − γ) n, sums ← γ sums + "
-    "(1 − γ) s, entries = sums / counts.",
+    fallback="Compute the batch's n_k and s_k for all K entries first (an "
+    "entry no cell chose has n_k = 0 and s_k = 0) and compare them with a "
+    "loop over the cells; accumulate with index_add_: indexed assignment "
+    "keeps only one of repeated indices.",
 )
 
 
@@ -308,8 +374,14 @@ def _sample_codes_unclamped(log_probs, u):
     return (cdf <= u[..., None]).sum(-1)
 
 
-# probabilities that sum to 1 - 1e-15, as rounding can leave them
-_short = torch.tensor([[0.5, 0.5 - 1e-15]], dtype=f64).log()
+def _sample_codes_first_above(log_probs, u):
+    cdf = log_probs.exp().cumsum(-1)
+    return (cdf > u[..., None]).long().argmax(-1)  # 0 where no cdf > u
+
+
+# probabilities that sum to 1 - 1e-15, as rounding can leave them; the last
+# entry is the most probable one
+_short = torch.tensor([[0.5 - 1e-15, 0.5]], dtype=f64).log()
 _below_one = torch.tensor([[1 - 2.0**-53]], dtype=f64)  # the largest u < 1
 
 sample_codes = Exercise(
@@ -334,7 +406,7 @@ sample_codes = Exercise(
         "3 grids of 49 positions, K = 128 (the chapter's codebook)",
         "one position with probabilities [0, 0.5, 0.5] and u = 0, 0.25, "
         "0.5, 0.75, 0.9",
-        "probabilities [0.5, 0.5 − 10⁻¹⁵] (a rounding error) and "
+        "probabilities [0.5 − 10⁻¹⁵, 0.5] (a rounding error) and "
         "u = 1 − 2⁻⁵³, the largest double below 1",
     ],
     mistakes=[
@@ -368,11 +440,18 @@ sample_codes = Exercise(
             "no guard against rounding",
             _sample_codes_unclamped,
             "Rounding can leave the last cumulative sum just below 1 (in "
-            "floating point, seven times 1/7 adds up to 0.9999999999999997), "
+            "floating point, seven times 1/7 adds up to 0.9999999999999998), "
             "and then u can pass it: keep the index at most K − 1.",
         ),
+        Mistake(
+            "argmax of cdf > u, 0 past the last sum",
+            _sample_codes_first_above,
+            "Where rounding leaves the last cumulative sum below u, no entry "
+            "has cdf > u, and argmax of an all-False row returns 0, the first "
+            "entry: return K − 1 there.",
+        ),
     ],
-    fallback="With cdf the cumulative sum of exp(log_probs) over the entries, "
-    "the code at a position is the number of entries whose cdf is ≤ u, at "
-    "most K − 1.",
+    fallback="Work out one position by hand first: with probabilities "
+    "[0.2, 0.5, 0.3], which entry should u = 0.1, 0.2, 0.65 and 0.9 give? "
+    "Then compare u with the cumulative sums of every position at once.",
 )
