@@ -330,6 +330,24 @@ def _total_correlation(mu, logvar, eps):
     return (log_joint - log_marginals).mean()
 
 
+def _tc_log_n_joint_only(mu, logvar, eps):
+    _, per_dim, log_n = _tc_terms(mu, logvar, eps)
+    log_joint = torch.logsumexp(per_dim.sum(-1), 1) - log_n
+    log_marginals = torch.logsumexp(per_dim, 1).sum(-1)
+    return (log_joint - log_marginals).mean()
+
+
+def _tc_scale_variance(mu, logvar, eps):
+    sd = torch.exp(logvar)  # the variance, where Normal takes the sd
+    z = mu + sd * eps
+    per_dim = torch.distributions.Normal(mu[None], sd[None]).log_prob(
+        z[:, None]
+    )
+    log_n = math.log(len(mu))
+    log_joint = torch.logsumexp(per_dim.sum(-1), 1) - log_n
+    return (log_joint - (torch.logsumexp(per_dim, 1) - log_n).sum(-1)).mean()
+
+
 def _tc_joint_per_dimension(mu, logvar, eps):
     _, per_dim, log_n = _tc_terms(mu, logvar, eps)
     log_joint = (torch.logsumexp(per_dim, 1) - log_n).sum(-1)
@@ -410,6 +428,19 @@ total_correlation = Exercise(
         "(log-densities of hundreds of nats)",
     ],
     mistakes=[
+        Mistake(
+            "log N subtracted from the joint only",
+            _tc_log_n_joint_only,
+            "Each marginal q_j(z_nj) is a mean of N densities too: subtract "
+            "log N from each dimension's logsumexp (d times in all), besides "
+            "once for q(z).",
+        ),
+        Mistake(
+            "the variance given as Normal's scale",
+            _tc_scale_variance,
+            "Normal takes the standard deviation σ = exp(logvar / 2), not the "
+            "variance exp(logvar).",
+        ),
         Mistake(
             "the joint as a product of per-dimension mixtures",
             _tc_joint_per_dimension,

@@ -252,9 +252,10 @@ conditional_prior_kl = Exercise(
             "Gaussians is the sum of the KLs of their dimensions.",
         ),
     ],
-    fallback="Derive KL(N(μ, σ²) ‖ N(m, s²)) for one dimension (the KL "
-    "chapter does it for the standard normal), check it is 0 when the two "
-    "are equal, then give each image the m and s² of its own class.",
+    fallback="Write KL(N(μ, σ²) ‖ N(m, s²)) for one dimension (the KL "
+    "chapter derives it for two univariate Gaussians), check that it is 0 "
+    "when the two are equal, then give each image the m and s² of its own "
+    "class.",
 )
 
 

@@ -120,11 +120,10 @@ ddim_step = Exercise(
         Mistake(
             "the DDPM mean",
             _ddpm_mean,
-            "That is the mean of the chapter's ancestral (DDPM) step, the "
-            "chapter's p_mean without clipping, which goes one step back; the "
-            "DDIM step "
-            "puts x0_hat and the same eps_hat together at the noise level "
-            "of t_prev.",
+            "That is the mean of the ancestral (DDPM) step (the chapter's "
+            "p_mean without clipping), which goes one step back; the DDIM "
+            "step puts x0_hat and the same eps_hat together at the noise "
+            "level of t_prev.",
         ),
         Mistake(
             "x0_hat clipped",
