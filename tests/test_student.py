@@ -175,6 +175,8 @@ def test_every_exercise_says_what_it_needs(path):
         for n in re.findall(r"^\*\*(\d+)\.\*\*", c.source, re.M)
     }
     assert numbers == asked
+    for e in student.exercise_list(path):  # measured in the book's build
+        assert e["seconds"] is not None and e["seconds"] > 0, e
     for i in student.solutions(nb):
         cell = nb.cells[i]
         if "solution" not in cell.metadata.get("tags", []):

@@ -235,7 +235,7 @@ def execute(path: Path) -> float:
     def started(cell, cell_index):
         cell_seconds[cell.id] = time.perf_counter()
 
-    def completed(cell, cell_index):
+    def completed(cell, cell_index, execute_reply):
         cell_seconds[cell.id] = time.perf_counter() - cell_seconds[cell.id]
 
     try:
@@ -247,8 +247,8 @@ def execute(path: Path) -> float:
             # live widgets are for Jupyter; the site has its own explorers
             store_widget_state=False,
             resources={"metadata": {"path": str(path.parent)}},
-            on_cell_start=started,
-            on_cell_complete=completed,
+            on_cell_execute=started,  # just before the request is sent
+            on_cell_executed=completed,  # once the kernel has replied
         ).execute()
         loaded = [json.loads(line) for line in log.read_text().splitlines()]
     finally:
