@@ -175,8 +175,9 @@ def test_every_exercise_says_what_it_needs(path):
         for n in re.findall(r"^\*\*(\d+)\.\*\*", c.source, re.M)
     }
     assert numbers == asked
-    for e in student.exercise_list(path):  # measured in the book's build
-        assert e["seconds"] is not None and e["seconds"] > 0, e
+    # measured in the book's build (to 10 ms: a quick one rounds to 0)
+    seconds = [e["seconds"] for e in student.exercise_list(path)]
+    assert None not in seconds and sum(seconds) > 0, seconds
     for i in student.solutions(nb):
         cell = nb.cells[i]
         if "solution" not in cell.metadata.get("tags", []):
