@@ -41,6 +41,9 @@ PACKAGE = "vaecourse"
 # when it runs), not on every model of the book, so imports are not followed past it.
 REGISTRY = "vaecourse.zoo"
 README_START, README_END = "<!-- chapters:start -->", "<!-- chapters:end -->"
+# a chapter's exercises section, and the number of each question in it ("**4.**")
+EXERCISES = re.compile(r"^## Exercises", re.M)
+QUESTION = re.compile(r"^\*\*(\d+)\.\*\*", re.M)
 
 
 def toc_files() -> list[str]:
@@ -276,10 +279,8 @@ def exercise_seconds(nb, cell_seconds: dict) -> dict[str, float]:
     totals, number, inside = {}, None, False
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            inside = inside or bool(
-                re.search(r"^## Exercises", cell.source, re.M)
-            )
-            found = re.findall(r"^\*\*(\d+)\.\*\*", cell.source, re.M)
+            inside = inside or bool(EXERCISES.search(cell.source))
+            found = QUESTION.findall(cell.source)
             number = found[-1] if found else number
         elif inside and number is not None and cell.id in cell_seconds:
             if "remove-cell" not in cell.metadata.get("tags", []):

@@ -71,8 +71,7 @@ def exercises_start(nb) -> int:
     return next(
         i
         for i, c in enumerate(nb.cells)
-        if c.cell_type == "markdown"
-        and re.search(r"^## Exercises", c.source, re.M)
+        if c.cell_type == "markdown" and build.EXERCISES.search(c.source)
     )
 
 
@@ -202,7 +201,7 @@ def exercise_list(path: Path) -> list[dict]:
     found, number = {}, None
     for cell in nb.cells[exercises_start(nb) :]:
         if cell.cell_type == "markdown":
-            numbers = re.findall(r"^\*\*(\d+)\.\*\*", cell.source, re.M)
+            numbers = build.QUESTION.findall(cell.source)
             number = int(numbers[-1]) if numbers else number
             continue
         entry = found.setdefault(number, {"number": number, "name": None})
