@@ -40,7 +40,9 @@ from tools import build
 
 OUT = build.ROOT / "_build" / "bench"
 TARGETS = {  # on a 2-core CPU
-    "cold_book_minutes": 25.0,
+    # 25 minutes until the chapter "How far a VAE goes on a CPU", which may add
+    # up to 10 (its headline model trains for about six)
+    "cold_book_minutes": 35.0,
     "warm_book_minutes": 2.0,
     "test_minutes": 15.0,
     "page_megabytes": 3.0,
