@@ -27,6 +27,7 @@ from vaecourse.chapters import (
     cvae,
     diffusion,
     gan,
+    likelihood,
     regularized,
     reparameterization,
     vae,
@@ -652,3 +653,54 @@ for schedule in ("cosine", "linear"):
             needs=(VAE_MAIN,),
         )
     )
+
+
+# --- How far a VAE goes on a CPU
+# --------------------------------------------------------
+# One network size (MLPs with two hidden layers of 512 ReLU units, 64 latent
+# units in the first stochastic layer, 32 in the second), one short budget:
+# about a minute each on one thread, so that `make book` trains two at a
+# time; the epochs differ because the variants cost differently per epoch.
+# The headline model uses both cores for about six minutes.
+LIKELIHOOD_ROWS = {
+    # name: (latent sizes, prior, samples k, epochs, KL warm-up)
+    "elbo": ((64,), "normal", 1, 12, 0.3),
+    "iwae": ((64,), "normal", 5, 6, 0.3),
+    "vamp": ((64,), "vamp", 1, 8, 0.3),
+    "two-layer": ((64, 32), "vamp", 1, 5, 0.3),
+    "two-layer-no-warmup": ((64, 32), "vamp", 1, 5, 0.0),
+}
+for _name, (_latent, _prior, _k, _epochs, _warm) in LIKELIHOOD_ROWS.items():
+    _add(
+        Recipe(
+            f"likelihood-{_name}",
+            partial(likelihood.DeepVAE, _latent, 512, _prior),
+            likelihood.train_deep_vae,
+            train_images,
+            dict(
+                samples=_k,
+                epochs=_epochs,
+                batch_size=256,
+                lr=3e-3,
+                kl_warmup=_warm,
+                desc=f"VAE ({_name})",
+            ),
+            threads=1,
+        )
+    )
+_add(
+    Recipe(
+        "likelihood-best",
+        partial(likelihood.DeepVAE, (64,), 512, "vamp"),
+        likelihood.train_deep_vae,
+        train_images,
+        dict(
+            samples=1,
+            epochs=65,
+            batch_size=256,
+            lr=3e-3,
+            kl_warmup=0.3,
+            desc="VAE (headline)",
+        ),
+    )
+)
