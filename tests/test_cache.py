@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaecourse import cache
+from vaecourse.book import ChapterClock
 from vaecourse.cache import (
     MAGIC,
     Recipe,
@@ -459,3 +460,100 @@ def test_load_puts_the_model_on_the_picked_device(isolated, monkeypatch):
     model = cache.load(recipe(real_training))
     assert torch.device("cpu", 0) in moved
     assert next(model.parameters()).device.type == "cpu"
+
+
+# --- remembered evaluations -------------------------------------------------------------
+
+CALLS: list[str] = []
+
+
+def scaled_output(model, x, scale=1.0):
+    """An evaluation with a model, a tensor and a plain argument."""
+    CALLS.append("scaled_output")
+    with torch.no_grad():
+        return {"out": model(x) * scale, "mean": float(x.mean())}
+
+
+def test_remember_computes_once_then_reads_the_stored_result(isolated):
+    CALLS.clear()
+    model, x = cache.load(recipe()), torch.ones(3, 4)
+    first = cache.remember(scaled_output, model, x, scale=2.0)
+    second = cache.remember(scaled_output, model, x, scale=2.0)
+    assert CALLS == ["scaled_output"]
+    torch.testing.assert_close(second["out"], model(x).detach() * 2)
+    assert second["mean"] == first["mean"] == 1.0
+    files = list((isolated.checkpoint_dir / "results").iterdir())
+    assert [p.name.split("-")[0] for p in files] == ["scaled_output"]
+    # recorded like models, so that a chapter's cold time counts the first
+    # computation once more when the result comes from the cache
+    computed, read = cache.USED[-2:]
+    assert not computed.from_cache and read.from_cache
+    stored = load_entry(files[0])["seconds"]
+    assert read.train_seconds == computed.train_seconds == stored
+    clock = ChapterClock()
+    cache.remember(scaled_output, model, x, scale=2.0)
+    clock.seconds = lambda: 0.0  # this run's own time aside
+    assert clock.cold_seconds() == stored
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["tensor", "plain", "model", "code"],
+)
+def test_remember_recomputes_when_anything_it_depends_on_changes(
+    isolated, change, monkeypatch
+):
+    CALLS.clear()
+    model, x = cache.load(recipe()), torch.ones(3, 4)
+    cache.remember(scaled_output, model, x, scale=2.0)
+    scale = 2.0
+    if change == "tensor":
+        x = x.clone()
+        x[0, 0] = 1.5
+    elif change == "plain":
+        scale = 3.0
+    elif change == "model":  # another training: other weights
+        model = cache.load(recipe(train=real_training))
+    else:
+        real = cache.code_text
+
+        def edited(source):
+            # as if scaled_output's body had been edited
+            text = real(source)
+            return text + "edited" if "scaled_output" in source else text
+
+        monkeypatch.setattr(cache, "code_text", edited)
+    cache.remember(scaled_output, model, x, scale=scale)
+    assert CALLS == ["scaled_output"] * 2
+
+
+def test_remember_keys_a_model_by_its_weights_not_its_name(isolated):
+    # a model changed in place after loading is measured again
+    CALLS.clear()
+    model, x = cache.load(recipe()), torch.ones(3, 4)
+    cache.remember(scaled_output, model, x)
+    with torch.no_grad():
+        model[0].bias += 1.0
+    changed = cache.remember(scaled_output, model, x)
+    assert CALLS == ["scaled_output"] * 2
+    torch.testing.assert_close(changed["out"], model(x).detach())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "other key"])
+def test_a_damaged_stored_result_is_reported_and_recomputed(isolated, damage):
+    CALLS.clear()
+    model, x = cache.load(recipe()), torch.ones(3, 4)
+    expected = cache.remember(scaled_output, model, x)
+    (path,) = (isolated.checkpoint_dir / "results").iterdir()
+    blob = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif damage == "flip":
+        path.write_bytes(blob[:-10] + bytes([blob[-10] ^ 1]) + blob[-9:])
+    else:
+        save_entry(path, {"key": "another", "result": {"out": torch.zeros(1)}})
+    with pytest.warns(UserWarning, match="unusable"):
+        again = cache.remember(scaled_output, model, x)
+    assert CALLS == ["scaled_output"] * 2
+    torch.testing.assert_close(again["out"], expected["out"])
+    assert load_entry(path)["result"]["mean"] == 1.0

@@ -381,8 +381,8 @@ def glued(nb, name: str) -> str | None:
 
 
 def run_times(nb) -> tuple[float, float] | None:
-    """A chapter's measured run time with the models cached, and from scratch (the
-    stored training time of the models the run found in the cache added back); None
+    """A chapter's measured run time with the cache filled, and from scratch (the
+    stored training and evaluation times of what the run found in the cache added back); None
     when the committed run did not record them."""
     warm = nb.metadata.get("vaecourse", {}).get("seconds")
     run, cold = glued(nb, "chapter_seconds"), glued(nb, "chapter_cold_seconds")
@@ -415,7 +415,7 @@ def title(nb) -> str:
 def readme_table() -> str:
     """The README's chapter table: title, Colab link and measured run times."""
     rows = [
-        "| chapter | open in Colab | CPU time, cached models | CPU time, from scratch |",
+        "| chapter | open in Colab | CPU time, cache filled | CPU time, from scratch |",
         "|---|---|---|---|",
     ]
     for path in chapters():

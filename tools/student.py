@@ -238,7 +238,8 @@ def teachers_table() -> str:
             f'<a href="../student/{path.name}" download>download</a> · '
             f"the whole chapter runs in about {cold} on a 2-core CPU with "
             "every model trained from scratch (as in a fresh Colab session), "
-            f"{warm} with the models cached.",
+            f"{warm} with the cache filled (trained models and stored "
+            "evaluations).",
             "",
             "| exercise | what the student does | needs | its solution ran |",
             "|---|---|---|---|",

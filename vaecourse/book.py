@@ -48,7 +48,9 @@ class ChapterClock:
     A model loaded from the checkpoint cache costs seconds now but cost its
     training time once; ``cold_seconds`` adds that stored training time back,
     once per model (a model is loaded again for each model trained from it),
-    and not for a model this run trained itself.
+    and not for a model this run trained itself. The same for an evaluation
+    that ``cache.remember`` read from the cache: its first computation's
+    time.
     """
 
     def __init__(self):

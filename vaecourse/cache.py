@@ -20,6 +20,11 @@ A file holds a magic string, the SHA-256 of its payload and the payload
 atomically and read with ``torch.load(weights_only=True)``; a truncated,
 corrupted or mismatched entry is reported, deleted and retrained, never
 trusted.
+
+A chapter's costly evaluations of those models (a likelihood with 1,000
+importance samples on 10,000 images) are stored the same way by ``remember``,
+keyed by the function's code, the models' code and weights, and the other
+arguments.
 """
 
 from __future__ import annotations
@@ -122,7 +127,8 @@ class Recipe:
 @dataclass
 class TrainingRecord:
     """What a loaded model carries as ``.record``: its training history and
-    time."""
+    time. ``remember`` keeps one per stored evaluation too (no history, the
+    time of its first computation)."""
 
     history: list[dict]
     train_seconds: float  # wall time of the original training run
@@ -130,8 +136,8 @@ class TrainingRecord:
     path: Path
 
 
-# Every entry loaded in this process, for a chapter's cold-run time
-# (vaecourse.book).
+# Every entry (model or remembered result) used in this process, for a
+# chapter's cold-run time (vaecourse.book).
 USED: list[TrainingRecord] = []
 
 
@@ -182,7 +188,9 @@ def describe_call(call) -> str:
 
 
 def _ours(obj) -> bool:
-    return (getattr(obj, "__module__", None) or "").split(".")[0] == PACKAGE
+    # a chapter's own functions (a notebook runs as __main__) are followed too
+    module = getattr(obj, "__module__", None) or ""
+    return module.split(".")[0] == PACKAGE or module == "__main__"
 
 
 def _names(code) -> set[str]:
@@ -441,3 +449,75 @@ def _log(recipe: Recipe) -> None:
                 json.dumps({"name": recipe.name, "digest": recipe.digest()})
                 + "\n"
             )
+
+
+def remember(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, computed once and read from the cache after:
+    for a chapter's costly, seeded evaluations of the zoo's models.
+
+    The entry is keyed by ``fn``'s code (followed as a recipe's is), every
+    argument (a model by its class's code and its weights, so that a
+    retrained model is measured again; a tensor by its contents; a plain
+    value as it is) and the machine's environment. ``fn`` must be
+    deterministic given these (seed its draws): the stored result stands for
+    a new run. It returns tensors, numbers, or lists and dicts of them.
+    """
+    material = {
+        "fn": f"{fn.__module__}.{fn.__qualname__}",
+        # fn itself even when it is not vaecourse's (a test's function)
+        "code": [code_text(inspect.getsource(fn)), code_sources(fn)],
+        "args": [_argument(a) for a in args],
+        "kwargs": {k: _argument(v) for k, v in kwargs.items()},
+        **environment(),
+    }
+    key = _sha256(material)
+    path = checkpoint_dir() / "results" / f"{fn.__name__}-{key[:20]}.pt"
+    if path.exists():
+        try:
+            payload = load_entry(path)
+            if payload["key"] != key:
+                raise ValueError("it was written for another computation")
+            seconds = float(payload["seconds"])
+            _remembered(seconds, True, path)
+            return payload["result"]
+        except Exception as e:
+            warnings.warn(
+                f"stored result {path} is unusable ({e}); recomputing",
+                stacklevel=2,
+            )
+            path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    seconds = time.perf_counter() - start
+    save_entry(path, {"key": key, "result": result, "seconds": seconds})
+    _remembered(seconds, False, path)
+    return result
+
+
+def _remembered(seconds, from_cache, path) -> None:
+    # in USED like a model, so that a chapter's cold-run time counts the
+    # evaluation's first computation (vaecourse.book)
+    USED.append(TrainingRecord([], seconds, from_cache, path))
+
+
+def _argument(value):
+    """What of an argument of ``remember`` decides the result."""
+    if isinstance(value, nn.Module):
+        # its class's code (which methods fn calls) and its weights
+        return {
+            "model": code_sources(type(value)),
+            "weights": _argument(value.state_dict()),
+        }
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        data = t.flatten().view(torch.uint8).numpy().tobytes()
+        return {
+            "tensor": hashlib.sha256(data).hexdigest(),
+            "shape": list(t.shape),
+            "dtype": str(t.dtype),
+        }
+    if isinstance(value, list | tuple):
+        return [_argument(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _argument(v) for k, v in value.items()}
+    return describe(value)
