@@ -663,14 +663,24 @@ for schedule in ("cosine", "linear"):
 # time; the epochs differ because the variants cost differently per epoch.
 # The headline model uses both cores for about six minutes.
 LIKELIHOOD_ROWS = {
-    # name: (latent sizes, prior, samples k, epochs, KL warm-up)
-    "elbo": ((64,), "normal", 1, 12, 0.3),
-    "iwae": ((64,), "normal", 5, 6, 0.3),
-    "vamp": ((64,), "vamp", 1, 8, 0.3),
-    "two-layer": ((64, 32), "vamp", 1, 5, 0.3),
-    "two-layer-no-warmup": ((64, 32), "vamp", 1, 5, 0.0),
+    # name: (latent sizes, prior, samples k, epochs, KL warm-up, other settings)
+    "elbo": ((64,), "normal", 1, 12, 0.3, {}),
+    "iwae": ((64,), "normal", 5, 6, 0.3, {}),
+    "iwae-dreg": ((64,), "normal", 5, 6, 0.3, {"dreg": True}),
+    "vamp": ((64,), "vamp", 1, 8, 0.3, {}),
+    "two-layer": ((64, 32), "vamp", 1, 5, 0.3, {}),
+    "two-layer-no-warmup": ((64, 32), "vamp", 1, 5, 0.0, {}),
+    # free bits instead of the warm-up: 0.125 nats per unit, set beforehand
+    "two-layer-free-bits": ((64, 32), "vamp", 1, 5, 0.0, {"free_bits": 0.125}),
 }
-for _name, (_latent, _prior, _k, _epochs, _warm) in LIKELIHOOD_ROWS.items():
+for _name, (
+    _latent,
+    _prior,
+    _k,
+    _epochs,
+    _warm,
+    _other,
+) in LIKELIHOOD_ROWS.items():
     _add(
         Recipe(
             f"likelihood-{_name}",
@@ -683,6 +693,7 @@ for _name, (_latent, _prior, _k, _epochs, _warm) in LIKELIHOOD_ROWS.items():
                 batch_size=256,
                 lr=3e-3,
                 kl_warmup=_warm,
+                **_other,
                 desc=f"VAE ({_name})",
             ),
             threads=1,

@@ -38,7 +38,12 @@ def log_mixture(z, mu, logvar):
             + (mu**2 * inv_var).sum(-1)
         )
         log_k = -0.5 * (squared + logvar.sum(-1) + z.shape[-1] * LOG_2PI)
-        log_p = torch.logsumexp(log_k, -1) - math.log(len(mu))
+        # log Σ_j exp(log_k_j) written out: a component 80 nats below the
+        # nearest adds less than float32 can hold, and clamping there spares
+        # the CPU's slow exp of very negative numbers (same result, faster)
+        top = log_k.amax(-1, keepdim=True)
+        total = (log_k - top).clamp(min=-80).exp().sum(-1).log()
+        log_p = total + top.squeeze(-1) - math.log(len(mu))
     return log_p.reshape(z.shape[:-1])
 
 
@@ -93,17 +98,29 @@ class DeepVAE(nn.Module):
         u = F.hardtanh(self.pseudo, 0.0, 1.0)
         return log_mixture(z, *gaussian(self.q_top, u))
 
-    def log_weights(self, x, samples, beta=1.0):
+    def log_weights(self, x, samples, beta=1.0, dreg=False):
         """log w = log p(x, z) - log q(z|x) for ``samples`` draws z ~ q(z|x):
         shape (samples, batch); and the KL terms per layer, log q - log p of
         each draw (a list, bottom layer first), whose sum the weights subtract,
         multiplied by ``beta`` (the KL warm-up; beta = 1 gives the true log
-        weights)."""
+        weights).
+
+        ``dreg`` (one layer only) leaves the values as they are and changes
+        the encoder's gradient of the bound into Tucker et al.'s doubly
+        reparameterized one: log q is computed with the encoder's outputs
+        detached (no score term), and the gradient reaching each draw z_i is
+        multiplied so that z_i's path derivative gets w̃_i² instead of w̃_i
+        (w̃_i ((1 - beta) + beta w̃_i) during the KL warm-up)."""
+        if dreg and len(self.latent) != 1:
+            raise ValueError("dreg is for one stochastic layer only")
         x = x.flatten(1)
         mu, logvar = gaussian(self.q_top, x)
         eps = torch.randn(samples, *mu.shape, device=mu.device)
         top = mu + torch.exp(0.5 * logvar) * eps
-        kls = [log_normal(top, mu, logvar).sum(-1) - self.log_prior(top)]
+        q_mu, q_logvar = (
+            (mu.detach(), logvar.detach()) if dreg else (mu, logvar)
+        )
+        kls = [log_normal(top, q_mu, q_logvar).sum(-1) - self.log_prior(top)]
         codes = [top]
         if len(self.latent) == 2:
             features = self.x_features(x).expand(samples, -1, -1)
@@ -120,15 +137,37 @@ class DeepVAE(nn.Module):
             codes.insert(0, z1)
         logits = self.decoder(torch.cat(codes, -1)).float()
         log_px_z = log_bernoulli(x, logits).sum(-1)
-        return log_px_z - beta * sum(kls), kls
+        log_w = log_px_z - beta * sum(kls)
+        if dreg and top.requires_grad:
+            # the bound's gradient reaches log w_i with weight w̃_i; the hook
+            # multiplies what flows on into z_i by (1 - beta) + beta w̃_i (the
+            # score term that log q dropped carries the factor beta)
+            w_tilde = torch.softmax(log_w.detach(), 0).unsqueeze(-1)
+            factor = (1 - beta) + beta * w_tilde
+            top.register_hook(lambda grad: grad * factor)
+        return log_w, kls
 
 
-def iwae_loss(model, x, samples, beta=1.0):
+def iwae_loss(model, x, samples, beta=1.0, dreg=False):
     """The negative importance-weighted bound -log (1/k) Σ w_i per image
     (k = ``samples``; k = 1 gives the negative ELBO), averaged over the
-    batch."""
-    log_w, _ = model.log_weights(x, samples, beta)
+    batch; with ``dreg``, the same value with the DReG gradient."""
+    log_w, _ = model.log_weights(x, samples, beta, dreg)
     return -iw_bound(log_w, dim=0).mean()
+
+
+def free_bits_loss(model, x, free_bits, beta=1.0):
+    """The negative ELBO with Kingma et al.'s free bits, one group per
+    stochastic layer: the KL term of a layer of d units, averaged over the
+    batch, counts as max(λ d, KL) with λ = ``free_bits`` nats per unit, so
+    below the floor it adds nothing to the gradient."""
+    log_w, kls = model.log_weights(x, 1, beta)
+    reconstruction = (log_w + beta * sum(kls)).mean()  # E_q log p(x|z)
+    floors = [free_bits * d for d in model.latent]  # bottom layer first
+    kl = sum(
+        torch.clamp(k.mean(), min=f) for k, f in zip(kls, floors, strict=True)
+    )
+    return beta * kl - reconstruction
 
 
 def train_deep_vae(
@@ -140,6 +179,8 @@ def train_deep_vae(
     batch_size=256,
     lr=2e-3,
     kl_warmup=0.3,
+    free_bits=0.0,
+    dreg=False,
     seed=0,
     desc="VAE",
 ):
@@ -147,7 +188,13 @@ def train_deep_vae(
     binarized ``images``, with the book's recipe: a KL weight warmed up from 0
     to 1 over the first ``kl_warmup`` fraction of the steps (0: none), Adam
     with a one-cycle learning rate, matrix products in bfloat16 where the CPU
-    has them. Returns ``fit``'s history."""
+    has them; with ``free_bits`` > 0 (and k = 1) ``free_bits_loss`` instead,
+    with ``dreg`` the DReG gradient. Returns ``fit``'s history."""
+    if free_bits and (samples != 1 or dreg):
+        raise ValueError(
+            "free bits are for the ELBO: samples=1 and dreg=False, got "
+            f"samples={samples}, dreg={dreg}"
+        )
     warmup_steps = kl_warmup * total_steps(len(images), batch_size, epochs)
     dtype = fast_dtype()
     step = 0
@@ -160,7 +207,10 @@ def train_deep_vae(
         with torch.autocast(
             x.device.type, dtype=dtype, enabled=dtype != torch.float32
         ):
-            loss = iwae_loss(model, x, samples, beta)
+            if free_bits:
+                loss = free_bits_loss(model, x, free_bits, beta)
+            else:
+                loss = iwae_loss(model, x, samples, beta, dreg)
         return {"loss": loss, "kl_weight": torch.tensor(beta)}
 
     return fit(
@@ -176,7 +226,7 @@ def train_deep_vae(
     )
 
 
-def nll(model, x, samples=1000, batch_size=100, chunk=100, seed=0):
+def nll(model, x, samples=1000, batch_size=100, chunk=50, seed=0):
     """The importance-weighted estimate of -log p(x) of each binary image,
     in nats, with ``samples`` draws from q(z|x), in float32; seeded. As the
     VAE chapter's ``iw_nll``, for any model with ``log_weights``."""
@@ -259,21 +309,23 @@ def active_units(means, threshold=0.01):
     return means.var(0) > threshold
 
 
-def gradient_snr(model, parts, x, samples, repeats=50, seed=0):
+def gradient_snr(model, parts, x, samples, repeats=50, seed=0, dreg=False):
     """Rainforth et al.'s signal-to-noise ratio of the gradient of the
     k-sample bound on the images ``x``: for each parameter, |mean| / standard
-    deviation over ``repeats`` independent estimates. Returns, for each named
-    group of modules in ``parts``, the median over its parameters."""
+    deviation over ``repeats`` independent estimates (with ``dreg``, of the
+    DReG gradient). ``parts`` maps a name to the model's modules by their
+    attribute names (``{"encoder": ["q_top"]}``); returns the median over each
+    part's parameters."""
     params = {
-        name: [p for m in ms for p in m.parameters()]
-        for name, ms in parts.items()
+        name: [p for m in modules for p in getattr(model, m).parameters()]
+        for name, modules in parts.items()
     }
     grads = {name: [] for name in parts}
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for _ in range(repeats):
             model.zero_grad()
-            iwae_loss(model, x, samples).backward()
+            iwae_loss(model, x, samples, dreg=dreg).backward()
             for name, ps in params.items():
                 grads[name].append(torch.cat([p.grad.flatten() for p in ps]))
     model.zero_grad()
