@@ -258,25 +258,30 @@ def test_dreg_keeps_the_values_and_the_decoder_gradient(prior):
     assert any(not torch.allclose(dreg[n], plain[n]) for n in encoder)
 
 
-def test_dreg_encoder_gradient_is_the_squared_weight_surrogate():
+@pytest.mark.parametrize("beta", [1.0, 0.3])
+def test_dreg_encoder_gradient_is_the_squared_weight_surrogate(beta):
     # Tucker et al.'s estimator written out: path derivatives only (q's
     # parameters detached in log q), weighted by the squared normalized
-    # weights, against the hook in log_weights
+    # weights (during the warm-up, w̃ ((1 - beta) + beta w̃)), against the hook
+    # in log_weights
     m, x = model(), images(4)
     torch.manual_seed(4)
-    ours = grads(m, L.iwae_loss(m, x, 6, dreg=True))
+    ours = grads(m, L.iwae_loss(m, x, 6, beta, dreg=True))
     torch.manual_seed(4)
     mu, logvar = L.gaussian(m.q_top, x)
     z = mu + torch.exp(0.5 * logvar) * torch.randn(6, *mu.shape)
-    log_w = (
-        D.Independent(D.Bernoulli(logits=m.decoder(z)), 1).log_prob(x)
-        + D.Independent(D.Normal(torch.zeros(3), torch.ones(3)), 1).log_prob(z)
-        - D.Independent(
-            D.Normal(mu.detach(), torch.exp(0.5 * logvar.detach())), 1
-        ).log_prob(z)
-    )
+    log_prior = D.Independent(
+        D.Normal(torch.zeros(3), torch.ones(3)), 1
+    ).log_prob(z)
+    log_q = D.Independent(
+        D.Normal(mu.detach(), torch.exp(0.5 * logvar.detach())), 1
+    ).log_prob(z)
+    log_w = D.Independent(D.Bernoulli(logits=m.decoder(z)), 1).log_prob(
+        x
+    ) - beta * (log_q - log_prior)
     w_tilde = torch.softmax(log_w.detach(), 0)
-    surrogate = -((w_tilde**2) * log_w).sum(0).mean()
+    weights = w_tilde * ((1 - beta) + beta * w_tilde)
+    surrogate = -(weights * log_w).sum(0).mean()
     expected = grads(m, surrogate)
     for name in ours:
         if name.startswith("q_top"):
